@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Set up and run dataflow from a fresh clone with nothing but Python 3.11+.
+
+    python3 dev.py demo     # install into .venv, run the flagship example
+    python3 dev.py test     # install into .venv (with test extras), run the whole suite
+
+Both commands are idempotent: the virtual environment is created once and
+re-synced only when pyproject.toml changes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+FLAGSHIP = ROOT / "examples" / "fraud.flow"
+
+
+def run(*cmd: str | Path, check: bool = True) -> int:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run([str(c) for c in cmd], cwd=ROOT, check=check).returncode
+
+
+def ensure_venv(extras: str) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"dataflow needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not PY.exists():
+        run(sys.executable, "-m", "venv", VENV)
+    stamp = VENV / f".installed-{extras or 'base'}"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == want:
+        return
+    run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    target = f".[{extras}]" if extras else "."
+    run(PY, "-m", "pip", "install", "--quiet", "-e", target)
+    stamp.write_text(want)
+
+
+def ensure_graphviz() -> None:
+    """The svg renderer needs Graphviz's `dot`, which pip cannot install."""
+    if shutil.which("dot"):
+        return
+    sudo: list[str] = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else [])
+    if os.geteuid() != 0 and not sudo:
+        sys.exit("graphviz's `dot` is missing and cannot be installed without root: "
+                 "install the `graphviz` system package (apt-get install graphviz / brew install graphviz)")
+    if shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "graphviz"], check=True, env=env)
+    elif shutil.which("dnf"):
+        subprocess.run([*sudo, "dnf", "install", "-y", "graphviz"], check=True)
+    elif shutil.which("brew"):
+        subprocess.run(["brew", "install", "graphviz"], check=True)
+    else:
+        sys.exit("graphviz's `dot` is missing; install the `graphviz` package with your system's package manager")
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "help"
+    if command == "demo":
+        ensure_venv("")
+        return run(BIN / "dataflow", "run", FLAGSHIP, *argv[1:], check=False)
+    if command == "test":
+        ensure_venv("test")
+        ensure_graphviz()
+        return run(PY, "-m", "pytest", *argv[1:], check=False)
+    print(__doc__)
+    return 0 if command == "help" else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
