@@ -21,7 +21,8 @@ class SourceLocation:
     end_column: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
+        # Builder call sites have no meaningful column: they print as file:line.
+        return f"{self.file}:{self.line}:{self.column}" if self.column else f"{self.file}:{self.line}"
 
     def to_json(self) -> str:
         return str(self)
@@ -38,7 +39,7 @@ def caller_location() -> SourceLocation:
     while frame is not None:
         filename = frame.f_code.co_filename
         if not filename.startswith(_PACKAGE_DIR) and not filename.startswith("<frozen"):
-            return SourceLocation(_display_path(filename), frame.f_lineno, 1)
+            return SourceLocation(_display_path(filename), frame.f_lineno, 0)
         frame = frame.f_back
     return UNKNOWN
 

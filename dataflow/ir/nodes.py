@@ -130,6 +130,7 @@ class GroupBy(Node):
     partitions: int | None = None
     repartition: bool = True
     kind: ClassVar[str] = "group_by"
+    stateless: ClassVar[bool] = True  # computing a key; the repartition topic is its own node
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ class Changes(Node):
     """The stream of a table's updates (Kafka Streams' `toStream`)."""
 
     kind: ClassVar[str] = "changes"
+    stateless: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,192 @@
+"""The `dataflow` command line: plan, check, fmt, run and the topic tools.
+
+    dataflow plan examples/wordcount.py --format json
+    dataflow check examples/fraud.flow
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .ir.diagnostics import Diagnostic, PipelineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="dataflow: a declarative stream processor. Describe a pipeline once; plan it; run it.")
+
+PIPELINE_HELP = "A .flow file, a Python file defining a Flow, or module:attribute."
+SET_HELP = "Override a pipeline setting, e.g. --set partitions=8 (repeatable)."
+
+
+class UserError(Exception):
+    """A mistake in what the user gave us: printed without a traceback, exit 1."""
+
+
+def _overrides(pairs: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def render_diagnostics(diagnostics: list[Diagnostic]) -> str:
+    """Diagnostics with the source line and a caret, read from the files they point at."""
+    sources: dict[str, str] = {}
+    for d in diagnostics:
+        if d.loc.file not in sources:
+            try:
+                sources[d.loc.file] = Path(d.loc.file).read_text()
+            except OSError:
+                sources[d.loc.file] = ""
+    try:
+        from .lang import format_diagnostics
+    except ImportError:  # the language package is absent only in a partial install
+        return "\n".join(str(d) for d in diagnostics)
+    return format_diagnostics(diagnostics, sources)
+
+
+def load(pipeline: str, overrides: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """Load a pipeline, turning every user mistake into a UserError or PipelineError."""
+    from .loader import PipelineNotFound, load_pipeline
+
+    try:
+        return load_pipeline(pipeline, overrides)
+    except (PipelineError, PipelineNotFound):
+        raise
+    except Exception as e:  # noqa: BLE001 - a .flow FlowError or a mistake in the user's Python file
+        diags = getattr(e, "diagnostics", None)
+        if diags is not None:
+            text = getattr(e, "rendered", None)
+            raise PipelineError(list(diags)) if text is None else UserError(text) from None
+        raise UserError(f"{pipeline}: error: {e}") from None
+
+
+def _plan(pipeline: str, sets: list[str] | None):  # type: ignore[no-untyped-def]
+    from .planner import plan
+
+    flow = load(pipeline, _overrides(sets))
+    return plan(flow.topology())
+
+
+def _fail(message: str) -> None:
+    typer.echo(message.rstrip("\n"), err=True)
+    raise typer.Exit(1)
+
+
+def _guard(fn):  # type: ignore[no-untyped-def]
+    """Run a command body; user mistakes print cleanly and exit 1, never a traceback."""
+    from .loader import PipelineNotFound
+
+    try:
+        return fn()
+    except PipelineError as e:
+        count = len(e.diagnostics)
+        _fail(render_diagnostics(e.diagnostics) + f"\n{count} error{'s' if count != 1 else ''}")
+    except (UserError, PipelineNotFound) as e:
+        _fail(str(e))
+    except KeyError as e:  # unknown setting names from --set
+        _fail(f"error: {e.args[0]}")
+    except ValueError as e:
+        _fail(f"error: {e}")
+
+
+@app.command("plan")
+def plan_command(
+    pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
+    format: str = typer.Option("text", "--format", "-f", help="text, json, dot or svg."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    no_locations: bool = typer.Option(False, "--no-locations", help="Leave source locations out."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """Compile a pipeline and print its execution plan."""
+    from .planner import render
+
+    if format not in render.FORMATS:
+        raise typer.BadParameter(f"choose one of {', '.join(render.FORMATS)}", param_hint="--format")
+
+    def body() -> str:
+        plan = _plan(pipeline, sets)
+        if format == "svg":
+            try:
+                return render.to_svg(plan)
+            except render.SvgUnavailable as e:
+                raise UserError(f"error: {e}") from None
+        if format in ("text", "json"):
+            return render.FORMATS[format](plan, locations=not no_locations)  # type: ignore[operator]
+        return render.FORMATS[format](plan)  # type: ignore[operator]
+
+    text = _guard(body)
+    if output is not None:
+        output.write_text(text)
+        typer.echo(f"wrote {output}", err=True)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("check")
+def check_command(
+    pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """Validate a pipeline and print its diagnostics (exit 1 on error)."""
+    from .planner import check
+
+    def body() -> None:
+        flow = load(pipeline, _overrides(sets))
+        diagnostics = check(flow.topology())
+        if diagnostics:
+            raise PipelineError(diagnostics)
+
+    _guard(body)
+    typer.echo(f"{pipeline}: ok")
+
+
+@app.command("fmt")
+def fmt_command(
+    file: Path = typer.Argument(..., help="A .flow file."),
+    write: bool = typer.Option(False, "--write", "-w", help="Rewrite the file in place."),
+    check_only: bool = typer.Option(False, "--check", help="Exit 1 if the file is not formatted."),
+) -> None:
+    """Print a .flow file in its canonical layout."""
+    from .lang import format_source
+
+    def body() -> str:
+        try:
+            text = file.read_text()
+        except OSError as e:
+            raise UserError(f"{file}: error: {e.strerror}") from None
+        try:
+            return format_source(text, str(file))
+        except Exception as e:  # noqa: BLE001 - a FlowError with diagnostics
+            rendered = getattr(e, "rendered", None)
+            if rendered:
+                raise UserError(rendered) from None
+            diags = getattr(e, "diagnostics", None)
+            if diags is not None:
+                raise PipelineError(list(diags)) from None
+            raise
+
+    formatted = _guard(body)
+    original = file.read_text()
+    if check_only:
+        if formatted != original:
+            _fail(f"{file}: not formatted")
+        return
+    if write:
+        if formatted != original:
+            file.write_text(formatted)
+        return
+    sys.stdout.write(formatted)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

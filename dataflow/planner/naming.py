@@ -1,0 +1,39 @@
+"""Internal topic and store names, derived only from node ids (never from counters).
+
+>>> repartition_topic("fraud", "large.by_account_id")
+'fraud-large.by_account_id-repartition'
+>>> changelog_topic("fraud", "per_account")
+'fraud-per_account-changelog'
+"""
+from __future__ import annotations
+
+from ..ir import nodes as n
+from ..ir.topology import Topology
+
+
+def repartition_topic(app: str, owner: str) -> str:
+    return f"{app}-{owner}-repartition"
+
+
+def changelog_topic(app: str, store: str) -> str:
+    return f"{app}-{store}-changelog"
+
+
+def dead_letter_topic(app: str) -> str:
+    return f"{app}-dead-letters"
+
+
+def join_store(join: str, side: str) -> str:
+    return f"{join}.{side}"
+
+
+def internal_topic_names(topology: Topology, node: n.Node) -> list[str]:
+    """The internal topics a node will own once planned (for collision checks)."""
+    app = topology.name
+    if isinstance(node, n.GroupBy) and node.repartition:
+        return [repartition_topic(app, node.name)]
+    if isinstance(node, n.Repartition):
+        return [node.topic]
+    if isinstance(node, (n.Aggregate, n.ToTable)):
+        return [changelog_topic(app, node.name)]
+    return []

@@ -1,0 +1,200 @@
+"""Validation: one clear message per rule, each at the node's source location.
+
+Rules: unknown field and type mismatch (from type propagation), cycle,
+dangling stream, duplicate name, window without aggregation, join shape and
+co-partitioning, sink type mismatch, and bad window/aggregate parameters.
+"""
+from __future__ import annotations
+
+from ..ir import nodes as n
+from ..ir.diagnostics import Diagnostic
+from ..ir.durations import format_duration
+from ..ir.schema import StreamSchema, infer_schemas
+from ..ir.topology import Topology
+from .naming import internal_topic_names
+
+TERMINAL_KINDS = {"sink", "aggregate", "table", "table_source", "join"}
+
+
+def check(topology: Topology) -> list[Diagnostic]:
+    """Every problem in the pipeline, sorted by location; empty when it can be planned.
+
+    >>> from dataflow import Flow, col
+    >>> flow = Flow("app")
+    >>> _ = flow.source("clicks").filter(col("n") > 1, name="busy")
+    >>> [d.message for d in check(flow.topology())]
+    ["stream 'busy' is never used: it has no sink and feeds no step"]
+    """
+    schemas, diagnostics = infer_schemas(topology)
+    for rule in (_cycles, _dangling, _windows, _aggregates, _joins, _changes_and_sinks, _duplicate_names):
+        diagnostics.extend(rule(topology, schemas))
+    unique = {(str(d.loc), d.message): d for d in diagnostics}
+    return sorted(unique.values(), key=lambda d: (d.loc.file, d.loc.line, d.loc.column, d.message))
+
+
+def _cycles(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+    """A pipeline that reads a topic it writes (directly or through others) loops forever."""
+    import networkx as nx
+
+    graph = nx.DiGraph(topology.graph)
+    readers: dict[str, list[str]] = {}
+    for node in topology.nodes():
+        if isinstance(node, (n.Source, n.TableSource)):
+            readers.setdefault(node.topic, []).append(node.name)
+    for node in topology.nodes():
+        written = _written_topics(node)
+        for topic in written:
+            for reader in readers.get(topic, []):
+                graph.add_edge(node.name, reader, topic=topic)
+    out = []
+    for cycle in sorted(nx.simple_cycles(graph), key=lambda c: sorted(c)):
+        writer = next((a for a, b in zip(cycle, cycle[1:] + cycle[:1]) if graph.edges[a, b].get("topic")), cycle[0])
+        topic = next(graph.edges[a, b]["topic"] for a, b in zip(cycle, cycle[1:] + cycle[:1]) if graph.edges[a, b].get("topic"))
+        out.append(Diagnostic(f"cycle: '{writer}' writes topic '{topic}', which feeds back into it",
+                              topology.node(writer).loc, "write to another topic", rule="cycle"))
+        break  # one cycle message is enough; fixing it usually fixes the rest
+    return out
+
+
+def _written_topics(node: n.Node) -> tuple[str, ...]:
+    if isinstance(node, n.Sink) and node.sink == "topic":
+        return (node.target,)
+    if isinstance(node, n.Echo):
+        return node.topics
+    if isinstance(node, n.Through):
+        return (node.topic,)
+    return ()
+
+
+def _dangling(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+    out = []
+    for node in topology.nodes():
+        if topology.successors(node.name) or node.kind in TERMINAL_KINDS:
+            continue
+        if isinstance(node, n.Branch):
+            continue
+        what = "source" if isinstance(node, n.Source) else "stream"
+        out.append(Diagnostic(f"{what} '{node.name}' is never used: it has no sink and feeds no step", node.loc,
+                              "", rule="dangling"))
+    for node in topology.nodes():
+        if isinstance(node, n.Branch):
+            used = {e.port for _, e in topology.outputs(node.name)}
+            names = [b for b, _ in node.branches] + ([node.default] if node.default else [])
+            for b in names:
+                if b not in used:
+                    out.append(Diagnostic(f"branch '{b}' of '{node.name}' is never used", node.loc,
+                                          "send it somewhere or drop the branch", rule="dangling"))
+    return out
+
+
+def _windows(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+    out = []
+    for node in topology.nodes():
+        if not isinstance(node, n.Window):
+            continue
+        nexts = [topology.node(s) for s in topology.successors(node.name)]
+        if not nexts or any(not isinstance(s, n.Aggregate) for s in nexts):
+            out.append(Diagnostic(f"window '{node.name}' is not followed by an aggregation", node.loc,
+                                  "add an aggregate step, e.g. aggregate(n=agg.count())", rule="window"))
+        if node.size_ms <= 0:
+            out.append(Diagnostic("a window needs a size above zero", node.loc, rule="window"))
+        if node.window == "hopping":
+            if not node.step_ms or node.step_ms <= 0:
+                out.append(Diagnostic("a hopping window needs a step above zero", node.loc, rule="window"))
+            elif node.step_ms > node.size_ms:
+                out.append(Diagnostic(
+                    f"the step ({format_duration(node.step_ms)}) of a hopping window is larger than its size "
+                    f"({format_duration(node.size_ms)}): events between windows would be lost", node.loc,
+                    "use a step no larger than the size", rule="window"))
+        if node.expires_ms is not None and node.expires_ms < node.size_ms + node.grace_ms:
+            out.append(Diagnostic("a window cannot expire before it closes (expires < size + grace)", node.loc,
+                                  rule="window"))
+        inputs = [schemas.get(p) for p in topology.predecessors(node.name)]
+        if any(s is not None and s.is_table for s in inputs):
+            out.append(Diagnostic("cannot window a table; window the stream of its changes", node.loc,
+                                  rule="window"))
+    return out
+
+
+def _aggregates(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+    out = []
+    for node in topology.nodes():
+        if isinstance(node, (n.Aggregate, n.ToTable)):
+            inputs = [schemas.get(p) for p in topology.predecessors(node.name)]
+            if any(s is not None and s.is_table for s in inputs):
+                out.append(Diagnostic(f"cannot {node.kind} a table directly; use its changes", node.loc,
+                                      rule="aggregate"))
+        if isinstance(node, n.Aggregate):
+            windowed = any(isinstance(topology.node(p), n.Window) for p in topology.predecessors(node.name))
+            if node.emit == "final" and not windowed:
+                out.append(Diagnostic("emit final needs a window: an unwindowed aggregate never closes", node.loc,
+                                      "window it, or emit changes", rule="aggregate"))
+            for a in node.aggregations:
+                if a.function == "reduce" and not a.reducer:
+                    out.append(Diagnostic(f"reduce for '{a.output}' needs a reducer", node.loc, rule="aggregate"))
+    return out
+
+
+def _joins(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+    out = []
+    for node in topology.nodes():
+        if not isinstance(node, n.Join):
+            continue
+        sides = {e.side: schemas.get(e.source) for e in topology.inputs(node.name)}
+        left, right = sides.get("left"), sides.get("right")
+        if left is None or right is None:
+            continue
+        if left.is_table and not right.is_table:
+            out.append(Diagnostic("a table cannot be joined with a stream on its right", node.loc,
+                                  "put the stream on the left: stream.join(table)", rule="join"))
+            continue
+        stream_stream = not left.is_table and not right.is_table
+        if stream_stream and node.within_ms is None:
+            out.append(Diagnostic("a join of two streams needs a time bound", node.loc,
+                                  "add within=..., e.g. within=\"5m\"", rule="join"))
+        if not stream_stream and node.within_ms is not None:
+            out.append(Diagnostic("within applies only to joins of two streams", node.loc,
+                                  "a table join looks up the latest value; drop within", rule="join"))
+        if left.is_table and right.is_table and left.partitions != right.partitions:
+            out.append(Diagnostic(
+                f"tables '{_input(topology, node, 'left')}' ({left.partitions} partitions) and "
+                f"'{_input(topology, node, 'right')}' ({right.partitions} partitions) are not co-partitioned",
+                node.loc, "read both tables from topics with the same number of partitions", rule="join"))
+        if right.is_table and not right.keyed:
+            out.append(Diagnostic("the table on the right of a join is not partitioned by its key", node.loc,
+                                  rule="join"))
+    return out
+
+
+def _input(topology: Topology, node: n.Node, side: str) -> str:
+    return next(e.source for e in topology.inputs(node.name) if e.side == side)
+
+
+def _changes_and_sinks(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+    out = []
+    for node in topology.nodes():
+        inputs = [schemas.get(p) for p in topology.predecessors(node.name)]
+        if isinstance(node, n.Changes) and any(s is not None and not s.is_table for s in inputs):
+            out.append(Diagnostic("changes applies to tables; this is already a stream", node.loc, rule="changes"))
+        if isinstance(node, (n.Sink, n.Filter, n.Map, n.FlatMap, n.GroupBy, n.Through, n.Echo, n.Branch, n.Merge)) \
+                and any(s is not None and s.is_table for s in inputs):
+            out.append(Diagnostic(f"a table cannot feed {node.kind} directly", node.loc,
+                                  "take the stream of its updates first: .changes()", rule="changes"))
+    return out
+
+
+def _duplicate_names(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+    """Internal topic and store names must not collide with each other or with user topics."""
+    out = []
+    owners: dict[str, str] = {}
+    user_topics = {node.topic for node in topology.nodes() if isinstance(node, (n.Source, n.TableSource))}
+    for node in topology.nodes():
+        for topic in internal_topic_names(topology, node):
+            if topic in user_topics:
+                out.append(Diagnostic(f"internal topic '{topic}' of '{node.name}' has the name of a user topic",
+                                      node.loc, "rename the step", rule="duplicate"))
+            if topic in owners and owners[topic] != node.name:
+                out.append(Diagnostic(f"'{node.name}' and '{owners[topic]}' would share the internal topic '{topic}'",
+                                      node.loc, "give one of them another name=", rule="duplicate"))
+            owners.setdefault(topic, node.name)
+    return out
