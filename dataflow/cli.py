@@ -184,6 +184,62 @@ def fmt_command(
     sys.stdout.write(formatted)
 
 
+def _pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
+    out = []
+    for value in values or []:
+        topic, sep, path = value.partition("=")
+        if not sep or not topic or not path:
+            raise typer.BadParameter(f"expected TOPIC=FILE, got {value!r}", param_hint=option)
+        out.append((topic, path))
+    return out
+
+
+@app.command("run")
+def run_command(
+    pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
+    broker: Optional[str] = typer.Option(None, "--broker", help="memory://, local://DIR or kafka://HOST:PORT; "
+                                         "default: the embedded local log in --data-dir."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where the local log and state live; "
+                                           "default ./.dataflow/PIPELINE."),
+    inputs: Optional[list[str]] = typer.Option(None, "--input", "-i", help="TOPIC=FILE.jsonl to feed a source "
+                                               "topic (- for stdin); repeatable."),
+    outputs: Optional[list[str]] = typer.Option(None, "--output", "-o", help="TOPIC=FILE.jsonl|- to write what a "
+                                                "topic receives; repeatable."),
+    keyed: bool = typer.Option(False, "--keyed", help='Input lines are {"key": ..., "value": ...} objects.'),
+    until_idle: bool = typer.Option(False, "--until-idle", help="Stop once every input is consumed and every "
+                                    "agent is idle."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line and no summary."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """Run a pipeline: on the embedded local log by default, or on --broker."""
+    import asyncio
+    import time
+
+    from .runtime.engine import UnsupportedNode
+    from .runtime.runner import InputError, RunOptions, run_plan, summary
+    from .transport.base import TransportError
+
+    options = RunOptions(broker=broker, data_dir=data_dir, inputs=_pairs(inputs, "--input"),
+                         outputs=_pairs(outputs, "--output"), keyed=keyed, until_idle=until_idle,
+                         progress=not quiet and sys.stderr.isatty())
+    for _, path in options.inputs:
+        if path != "-" and not Path(path).is_file():
+            _fail(f"error: input file {path} does not exist")
+
+    def body():  # type: ignore[no-untyped-def]
+        plan = _plan(pipeline, sets)
+        started = time.monotonic()
+        try:
+            monitor = asyncio.run(run_plan(plan, options))
+        except (InputError, UnsupportedNode, TransportError) as e:
+            raise UserError(f"error: {e}") from None
+        return monitor, time.monotonic() - started
+
+    monitor, seconds = _guard(body)
+    if not quiet:
+        typer.echo(summary(monitor, seconds), err=True)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,265 @@
+"""`dataflow run`: feed inputs, run the worker, tail outputs, stop cleanly.
+
+Inputs (`--input TOPIC=FILE.jsonl`) are produced before the worker starts
+consuming (stdin is fed while it runs). Each line is a JSON value; with
+`keyed=True` a `{"key": ..., "value": ...}` object. A line that is not valid
+JSON is still produced, byte for byte, so the worker dead-letters it with the
+reason instead of the run failing. Outputs (`--output TOPIC=FILE|-`) are read
+back from the sink topic by a consumer of their own and written as JSON lines
+with key, value, topic, partition, offset and timestamp.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from ..planner.plan import ExecutionPlan
+from ..transport.base import TP, Consumer, ProducerRecord, Transport, open_transport
+from .codecs import get_codec
+from .monitor import Monitor
+from .worker import Worker, WorkerOptions
+
+
+@dataclass
+class RunOptions:
+    broker: str | None = None
+    data_dir: str | None = None
+    inputs: list[tuple[str, str]] = field(default_factory=list)  # (topic, path or "-")
+    outputs: list[tuple[str, str]] = field(default_factory=list)  # (topic, path or "-")
+    keyed: bool = False
+    until_idle: bool = False
+    progress: bool = False
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+
+
+class InputError(Exception):
+    """An input or output argument names something that does not exist."""
+
+
+def data_dir_for(plan: ExecutionPlan, options: RunOptions) -> str:
+    return options.data_dir or plan.settings.data_dir or str(Path(".dataflow") / plan.name)
+
+
+async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
+    """Run `plan` until stopped (or idle); returns the monitor with everything counted."""
+    topics = {t.name: t for t in plan.topics}
+    for topic, _ in options.inputs + options.outputs:
+        if topic not in topics:
+            user = sorted(t.name for t in plan.topics if not t.internal)
+            raise InputError(f"pipeline {plan.name} has no topic '{topic}'; its topics are: {', '.join(user)}")
+    data_dir = data_dir_for(plan, options)
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    broker = options.broker or plan.settings.broker
+    transport = open_transport(broker, data_dir)
+    await transport.start()
+    worker = Worker(plan, transport, WorkerOptions(batch_size=plan.settings.batch_size,
+                                                   commit_every=plan.settings.commit_every,
+                                                   commit_interval=plan.settings.commit_interval,
+                                                   stdout=options.stdout))
+    tailers: list[_Tailer] = []
+    feeders: list[asyncio.Task[int]] = []
+    progress: asyncio.Task[None] | None = None
+    loop = asyncio.get_running_loop()
+    try:
+        await worker.start()
+        for topic, path in options.inputs:
+            if path != "-":
+                await feed(transport, plan, topic, Path(path).read_bytes().splitlines(), options.keyed)
+        for topic, path in options.inputs:
+            if path == "-":
+                feeders.append(asyncio.create_task(feed_stdin(transport, plan, topic, options.keyed)))
+        for topic, path in options.outputs:
+            tailer = _Tailer(transport, plan, topic, path, options.stdout)
+            await tailer.start()
+            tailers.append(tailer)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, _stop_all, worker, tailers)
+        if options.progress:
+            progress = asyncio.create_task(_progress(worker.monitor, options.stderr))
+        tail_tasks = [asyncio.create_task(t.run()) for t in tailers]
+
+        def inputs_done() -> bool:
+            return all(f.done() for f in feeders)
+
+        await worker.run(until_idle=options.until_idle, idle_when=inputs_done)
+        for t in tailers:
+            t.finish()
+        await asyncio.gather(*tail_tasks)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        for f in feeders:
+            f.cancel()
+        if progress is not None:
+            progress.cancel()
+            options.stderr.write("\r\x1b[K")
+        await worker.stop()
+        for t in tailers:
+            await t.stop()
+        await transport.stop()
+    return worker.monitor
+
+
+def _stop_all(worker: Worker, tailers: list["_Tailer"]) -> None:
+    worker.request_stop()
+    for t in tailers:
+        t.finish()
+
+
+def encode_line(line: bytes, serializer: str, keyed: bool) -> tuple[bytes | None, bytes]:
+    """The key and value bytes for one input line (malformed lines pass through unchanged)."""
+    line = line.strip()
+    codec = get_codec(serializer)
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None, line
+    if keyed:
+        if not isinstance(obj, dict) or "value" not in obj:
+            return None, line
+        key = obj.get("key")
+        return (orjson.dumps(key) if key is not None else None), codec.dumps(obj["value"])
+    return None, (line if serializer == "json" else codec.dumps(obj))
+
+
+async def feed(transport: Transport, plan: ExecutionPlan, topic: str, lines: list[bytes], keyed: bool,
+               batch: int = 5000) -> int:
+    serializer = plan.topic(topic).serializer
+    producer = transport.producer()
+    await producer.start()
+    try:
+        sent = 0
+        pending: list[ProducerRecord] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            key, value = encode_line(line, serializer, keyed)
+            pending.append(ProducerRecord(topic, key, value))
+            if len(pending) >= batch:
+                await producer.send_batch(pending)
+                sent += len(pending)
+                pending = []
+        if pending:
+            await producer.send_batch(pending)
+            sent += len(pending)
+        await producer.flush()
+        return sent
+    finally:
+        await producer.stop()
+
+
+async def feed_stdin(transport: Transport, plan: ExecutionPlan, topic: str, keyed: bool) -> int:
+    loop = asyncio.get_running_loop()
+    lines = await loop.run_in_executor(None, sys.stdin.buffer.read)
+    return await feed(transport, plan, topic, lines.splitlines(), keyed)
+
+
+class _Tailer:
+    """Reads a sink topic back and writes it as JSON lines (its own consumer group)."""
+
+    def __init__(self, transport: Transport, plan: ExecutionPlan, topic: str, path: str, stdout: TextIO):
+        self.transport = transport
+        self.topic = topic
+        self.codec = get_codec(plan.topic(topic).serializer)
+        self.group = f"{plan.name}-output-{topic}"
+        self.path = path
+        self.stdout = stdout
+        self.consumer: Consumer = transport.consumer(self.group, [topic])
+        self._finishing = False
+        self._file: TextIO | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        if self.path != "-":
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+
+    def finish(self) -> None:
+        self._finishing = True
+
+    async def run(self) -> None:
+        out = self._file or self.stdout
+        while True:
+            batches = await self.consumer.getmany(max_records=5000, timeout=0.05)
+            if batches:
+                lines = []
+                offsets: dict[TP, int] = {}
+                for tp in sorted(batches):
+                    for m in batches[tp]:
+                        lines.append(orjson.dumps({
+                            "key": _loads_or_text(m.key), "value": _value(self.codec, m.value),
+                            "topic": m.topic, "partition": m.partition, "offset": m.offset,
+                            "timestamp": m.timestamp}))
+                        offsets[tp] = m.offset + 1
+                out.write(b"\n".join(lines).decode() + "\n")
+                out.flush()
+                await self.consumer.commit(offsets)
+            elif self._finishing and await self._at_end():
+                return
+
+    async def _at_end(self) -> bool:
+        assigned = self.consumer.assignment()
+        ends = await self.consumer.end_offsets(assigned)
+        return all(self.consumer.position(tp) >= end for tp, end in ends.items())
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        if self._file is not None:
+            self._file.close()
+
+
+def _loads_or_text(data: bytes | None) -> Any:
+    if data is None:
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data.decode("utf-8", "replace")
+
+
+def _value(codec: Any, data: bytes | None) -> Any:
+    if data is None:
+        return None
+    try:
+        return codec.loads(data)
+    except Exception:  # noqa: BLE001 - show what is there rather than fail the tail
+        return data.decode("utf-8", "replace")
+
+
+async def _progress(monitor: Monitor, err: TextIO) -> None:
+    while True:
+        await asyncio.sleep(0.5)
+        lag = sum(monitor.lag().values())
+        err.write(f"\r\x1b[K{monitor.events_per_second():,.0f} events/s · {monitor.messages_received:,} read · "
+                  f"lag {lag:,} · dead letters {sum(monitor.dead_letters_by_reason.values())}")
+        err.flush()
+
+
+def summary(monitor: Monitor, seconds: float) -> str:
+    """The human summary printed when a run ends."""
+    d = monitor.as_dict()
+    lines = [f"processed {d['messages_received']:,} messages in {seconds:.2f}s "
+             f"({d['messages_received'] / seconds if seconds > 0 else 0:,.0f}/s)"]
+    for topic, n in d["messages_received_by_topic"].items():
+        lines.append(f"  read  {topic}: {n:,}")
+    for topic, n in d["messages_sent_by_topic"].items():
+        lines.append(f"  wrote {topic}: {n:,}")
+    if d["dead_letters"]:
+        stages = ", ".join(f"{k}: {v}" for k, v in d["dead_letters_by_stage"].items())
+        lines.append(f"  dead letters: {d['dead_letters']:,} ({stages})")
+    lines.append(f"  commits: {d['commits']}")
+    return "\n".join(lines)
+
+
+def now() -> float:
+    return time.monotonic()

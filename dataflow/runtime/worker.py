@@ -1,0 +1,315 @@
+"""The worker: runs a plan's agents over a transport, batch by batch.
+
+One consumer (group = the pipeline's name) reads every topic the agents read,
+as Kafka Streams does; each fetched batch is decoded once, pushed through the
+compiled steps of the agents that read its topic, its outputs are produced,
+and only then are its offsets acked. Commits take the highest consecutive
+acked offset (`runtime.offsets`), every `commit_every` messages or
+`commit_interval` seconds, and on shutdown.
+
+Malformed records (undecodable, not matching their declared type, or failing
+in a step) go to `<pipeline>-dead-letters` with their original key and value
+bytes and the reason in headers; the stream goes on.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
+
+import orjson
+
+from ..planner.naming import dead_letter_topic
+from ..planner.plan import ExecutionPlan
+from ..transport.base import TP, Consumer, Message, Producer, ProducerRecord, TopicSpec, Transport
+from .codecs import CodecError, get_codec
+from .engine import CompiledAgent, Output, Rec, Step, compile_agent
+from .monitor import Monitor
+from .offsets import Tracker
+from .records import validator
+
+
+@dataclass
+class _Route:
+    """How to decode one topic and which steps read it."""
+
+    topic: str
+    steps: list[Step]
+    agent: str
+    value_codec: Any
+    key_codec: Any
+    check: Callable[[Any], Any] | None
+    timestamp_field: tuple[str, ...] | None
+
+
+@dataclass
+class WorkerOptions:
+    batch_size: int = 1000
+    commit_every: int = 10_000
+    commit_interval: float = 1.0
+    poll_timeout: float = 0.05
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+
+
+class Worker:
+    """Runs every agent of `plan` in this process.
+
+    >>> import asyncio
+    >>> from dataflow import Flow, col
+    >>> from dataflow.planner import plan
+    >>> from dataflow.transport.base import open_transport, ProducerRecord
+    >>> flow = Flow("demo"); flow.source("n", value=int).filter(col("_value") > 1).to("big")
+    >>> async def main():
+    ...     async with open_transport("memory://", ".") as t:
+    ...         w = Worker(plan(flow.topology()), t); await w.start()
+    ...         await w.producer.send_batch([ProducerRecord("n", None, str(i).encode()) for i in range(4)])
+    ...         await w.run(until_idle=True); await w.stop()
+    ...         return w.monitor.as_dict()["messages_sent_by_topic"]
+    >>> asyncio.run(main())
+    {'big': 2}
+    """
+
+    def __init__(self, plan: ExecutionPlan, transport: Transport, options: WorkerOptions | None = None,
+                 monitor: Monitor | None = None):
+        self.plan = plan
+        self.transport = transport
+        self.options = options or WorkerOptions(batch_size=plan.settings.batch_size,
+                                                commit_every=plan.settings.commit_every,
+                                                commit_interval=plan.settings.commit_interval)
+        self.monitor = monitor or Monitor()
+        self.tracker = Tracker()
+        self.dead_topic = dead_letter_topic(plan.name)
+        self.agents: list[CompiledAgent] = []
+        self.routes: dict[str, list[_Route]] = {}
+        self.producer: Producer = None  # type: ignore[assignment]
+        self.consumer: Consumer = None  # type: ignore[assignment]
+        self._dead: list[ProducerRecord] = []
+        self._stopping = asyncio.Event()
+        self._since_commit = 0
+        self._last_commit = time.monotonic()
+        self._files: dict[str, TextIO] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.transport.create_topics([TopicSpec(t.name, t.partitions, t.compacted) for t in self.plan.topics])
+        for agent in self.plan.agents:
+            compiled = compile_agent(self.plan, agent.name, self._on_step_error)
+            self.agents.append(compiled)
+            for topic, steps in compiled.entries.items():
+                tplan = self.plan.topic(topic)
+                schema = compiled.source_types[topic]
+                self.routes.setdefault(topic, []).append(_Route(
+                    topic, steps, agent.name, get_codec(tplan.serializer), get_codec("json"),
+                    validator(schema.value) if tplan.role in ("source", "table-source") else None,
+                    compiled.timestamp_fields.get(topic)))
+        self.producer = self.transport.producer()
+        await self.producer.start()
+        self.consumer = self.transport.consumer(self.plan.name, sorted(self.routes))
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        """Drain what is in flight, commit, and close."""
+        self._stopping.set()
+        if self.consumer is not None:
+            await self._flush()
+            await self.commit(force=True)
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.flush()
+            await self.producer.stop()
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self, until_idle: bool = False, idle_when: Callable[[], bool] = lambda: True) -> None:
+        """Consume until stopped; with `until_idle`, until inputs are consumed and agents idle."""
+        while not self._stopping.is_set():
+            batches = await self.consumer.getmany(max_records=self.options.batch_size,
+                                                  timeout=self.options.poll_timeout)
+            if batches:
+                started = time.perf_counter()
+                for tp in sorted(batches):
+                    self._process(tp, batches[tp])
+                await self._flush()
+                for tp, messages in batches.items():
+                    self.tracker.ack_many(tp, [m.offset for m in messages])
+                self.monitor.on_batch(time.perf_counter() - started)
+                await self.commit()
+            elif until_idle and idle_when() and await self.is_idle():
+                return
+            elif not batches:
+                await self.commit()
+
+    async def is_idle(self) -> bool:
+        """Nothing in flight and every assigned partition read to its end."""
+        if self.tracker.in_flight:
+            return False
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return not self.routes
+        ends = await self.consumer.end_offsets(assigned)
+        for tp, end in ends.items():
+            key = f"{tp.topic}[{tp.partition}]"
+            self.monitor.end[key] = end
+            if self.consumer.position(tp) < end:
+                return False
+        return True
+
+    def _process(self, tp: TP, messages: list[Message]) -> None:
+        routes = self.routes.get(tp.topic, [])
+        self.monitor.on_received(tp.topic, len(messages))
+        self.monitor.read[f"{tp.topic}[{tp.partition}]"] = messages[-1].offset + 1
+        self.tracker.track_many(messages)
+        self._since_commit += len(messages)
+        for route in routes:
+            batch = self._decode(route, messages)
+            for step in route.steps:
+                step.push(batch)
+            self.monitor.on_events(route.agent, len(batch))
+
+    def _decode(self, route: _Route, messages: list[Message]) -> list[Rec]:
+        values = route.value_codec.loads_many([m.value for m in messages], errors="return")
+        check = route.check
+        ts_field = route.timestamp_field
+        out: list[Rec] = []
+        for message, value in zip(messages, values):
+            if isinstance(value, CodecError):
+                self._dead_letter(message, "decode", str(value))
+                continue
+            try:
+                if check is not None:
+                    value = check(value)
+                key = self._decode_key(route, message.key)
+                ts = message.timestamp
+                if ts_field is not None:
+                    ts = value
+                    for name in ts_field:
+                        ts = ts[name]
+                    ts = int(ts)
+            except (ValueError, KeyError, TypeError) as e:
+                self._dead_letter(message, "validate", str(e))
+                continue
+            out.append((key, value, ts, message))
+        return out
+
+    @staticmethod
+    def _decode_key(route: _Route, key: bytes | None) -> Any:
+        if key is None:
+            return None
+        try:
+            return route.key_codec.loads(key)
+        except CodecError:
+            return key.decode("utf-8", "replace")  # plain-text keys from other producers are common
+
+    # ------------------------------------------------------------------ outputs
+    async def _flush(self) -> None:
+        records: list[ProducerRecord] = []
+        pending: list[Any] = []
+        for agent in self.agents:
+            for output in agent.outputs:
+                if output.records:
+                    records_or_awaitables = self._drain(output)
+                    if output.kind == "topic":
+                        records.extend(records_or_awaitables)
+                    else:
+                        pending.extend(records_or_awaitables)
+        if self._dead:
+            records.extend(self._dead)
+            self._dead = []
+        if records:
+            await self.producer.send_batch(records)
+            counts: dict[str, int] = {}
+            for r in records:
+                counts[r.topic] = counts.get(r.topic, 0) + 1
+            for topic, count in counts.items():
+                self.monitor.on_sent(topic, count)
+        if pending:
+            await asyncio.gather(*pending)
+
+    def _drain(self, output: Output) -> list[Any]:
+        batch, output.records[:] = list(output.records), []
+        if output.kind == "topic":
+            codec = get_codec(output.serializer)
+            dumps = orjson.dumps
+            try:
+                return [ProducerRecord(output.target, dumps(k) if k is not None else None, codec.dumps(v), None, ts)
+                        for k, v, ts, _meta in batch]
+            except (CodecError, TypeError):
+                return self._encode_one_by_one(output, batch)
+        if output.kind in ("stdout", "file"):
+            lines = b"".join(orjson.dumps({"key": k, "value": v}) + b"\n" for k, v, _ts, _m in batch).decode()
+            if output.kind == "stdout":
+                self.options.stdout.write(lines)
+                self.options.stdout.flush()
+            else:
+                self._file(output.target).write(lines)
+            return []
+        awaitables = []
+        for k, v, _ts, meta in batch:
+            try:
+                result = output.func(v)  # type: ignore[misc]
+            except Exception as e:  # noqa: BLE001 - a failing user sink dead-letters its record
+                self._on_step_error((k, v, _ts, meta), e, output.target)
+                continue
+            if inspect.isawaitable(result):
+                awaitables.append(result)
+        return awaitables
+
+    def _encode_one_by_one(self, output: Output, batch: list[Rec]) -> list[ProducerRecord]:
+        codec = get_codec(output.serializer)
+        out = []
+        for rec in batch:
+            k, v, ts, _meta = rec
+            try:
+                out.append(ProducerRecord(output.target, orjson.dumps(k) if k is not None else None, codec.dumps(v),
+                                          None, ts))
+            except (CodecError, TypeError) as e:
+                self._on_step_error(rec, e, f"encode {output.target}")
+        return out
+
+    def _file(self, path: str) -> TextIO:
+        if path not in self._files:
+            self._files[path] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+        return self._files[path]
+
+    # ------------------------------------------------------------------ dead letters and commits
+    def _on_step_error(self, rec: Rec, error: BaseException, node: str) -> None:
+        meta = rec[3]
+        if isinstance(meta, Message):
+            self._dead_letter(meta, node, f"{type(error).__name__}: {error}")
+        else:
+            value = orjson.dumps(rec[1], default=str)
+            self._dead.append(ProducerRecord(self.dead_topic, None, value, 0, rec[2], (
+                ("dataflow.stage", node.encode()), ("dataflow.error", f"{type(error).__name__}: {error}".encode()))))
+            self.monitor.on_dead_letter(node)
+
+    def _dead_letter(self, message: Message, stage: str, reason: str) -> None:
+        headers = (*message.headers,
+                   ("dataflow.stage", stage.encode()),
+                   ("dataflow.error", reason.encode()),
+                   ("dataflow.source", f"{message.topic}[{message.partition}]@{message.offset}".encode()))
+        self._dead.append(ProducerRecord(self.dead_topic, message.key, message.value, 0, message.timestamp, headers))
+        self.monitor.on_dead_letter(stage)
+
+    async def commit(self, force: bool = False) -> None:
+        due = force or self._since_commit >= self.options.commit_every or \
+            time.monotonic() - self._last_commit >= self.options.commit_interval
+        if not due:
+            return
+        offsets = self.tracker.committable()
+        self._last_commit = time.monotonic()
+        if not offsets:
+            return
+        started = time.perf_counter()
+        await self.consumer.commit(offsets)
+        self.tracker.mark_committed(offsets)
+        self._since_commit = 0
+        self.monitor.on_commit({f"{tp.topic}[{tp.partition}]": o for tp, o in offsets.items()},
+                               time.perf_counter() - started)
