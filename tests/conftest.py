@@ -1,0 +1,18 @@
+"""Shared test configuration. Keep it small: each test directory adds its own fixtures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Pipeline fixtures are data read by tests, not modules to import (pytest runs --doctest-modules).
+collect_ignore = ["fixtures"]
+
+
+@pytest.fixture
+def repo_root(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run from the repository root: plan locations are relative to the working directory."""
+    monkeypatch.chdir(REPO_ROOT)
+    return REPO_ROOT
