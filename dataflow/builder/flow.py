@@ -11,9 +11,9 @@
 Naming: every node id is given (`name=`) or derived from the nearest *anchor*
 (a user-named node, a source, or a node that owns a topic or state) plus what
 the step does: `large.by_account_id`. Adding a step elsewhere never renames a
-topic or a store. Two stateful steps that would get the same derived name are
-an error asking for `name=`; stateless siblings get a `_2` suffix (no topic or
-store derives from them).
+topic or a store. Two stateful steps or anchors (branch, merge, select_key) that
+would get the same derived name are an error asking for `name=`; other stateless
+siblings get a `_2` suffix (no topic or store derives from them).
 """
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ from .windows import Duration, WindowSpec
 
 ANCHOR_KINDS = {"source", "table_source", "group_by", "through", "window", "aggregate", "table", "join",
                 "merge", "branch"}
-#: kinds whose derived name must be unique rather than suffixed: topics and stores derive from them
-NAMED_STATE_KINDS = {"group_by", "through", "window", "aggregate", "table", "join"}
+#: kinds whose derived name must be unique rather than suffixed: topics and stores derive from them,
+#: or from the names of the steps they anchor (so a counted suffix would leak into a topic or store name)
+NAMED_STATE_KINDS = {"group_by", "select_key", "through", "window", "aggregate", "table", "join", "merge", "branch"}
 
 
 @dataclass(frozen=True)
@@ -316,12 +317,13 @@ class Stream(_Handle):
         loc = loc or caller_location()
         if how not in n.JOIN_HOWS:
             raise ValueError(f"how must be one of {', '.join(n.JOIN_HOWS)}, not {how!r}")
-        left: Stream = self.select_key(on, loc=loc) if on is not None else self
+        # A named join names its re-keys too, so name= is always enough to resolve a clash.
+        left: Stream = self.select_key(on, name=name and f"{name}.left_key", loc=loc) if on is not None else self
         right: _Handle = other
         if right_on is not None:
             if isinstance(other, Table):
                 raise ValueError(f"{loc}: right_on re-keys a stream; a table is joined on its own key")
-            right = other.select_key(right_on, loc=loc)
+            right = other.select_key(right_on, name=name and f"{name}.right_key", loc=loc)
         within_ms = parse_duration(within) if within is not None else None
         prefix = other.anchor.replace(".", "_")
         return left._then(lambda nm: n.Join(nm, how=how, within_ms=within_ms, right_prefix=prefix),
