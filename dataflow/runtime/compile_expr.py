@@ -62,6 +62,26 @@ class ExprCompiler:
             return ANY
 
     def _nullable(self, e: ir.Expr, scope: ir.Scope) -> bool:
+        """Whether `e` may evaluate to null at run time.
+
+        Types alone do not say: `amount > 1` and `upper(name)` are typed bool and str,
+        yet they are null when `amount` or `name` is. So nullability follows the
+        expression's structure, and falls back to its type at the leaves.
+        """
+        if isinstance(e, ir.Binary):
+            if e.op in ("==", "!=", "and", "or"):
+                return False  # compiled to plain Python comparisons / bool tests
+            return self._nullable(e.left, scope) or self._nullable(e.right, scope)
+        if isinstance(e, ir.Unary):
+            return self._nullable(e.operand, scope)
+        if isinstance(e, ir.IsNull):
+            return False
+        if isinstance(e, ir.Call):
+            if e.function == "if":
+                return any(self._nullable(a, scope) for a in e.args[1:])
+            spec = BUILTINS.get(e.function)
+            if spec is not None and not spec.null_safe and any(self._nullable(a, scope) for a in e.args):
+                return True
         t = self._type(e, scope)
         return t in (ANY, NULL) or isinstance(t, OptionalType)
 
