@@ -169,7 +169,9 @@ def label(expr: ir.Expr) -> str:
     if isinstance(expr, ir.Meta):
         return expr.name
     if isinstance(expr, ir.PyCall):
-        return expr.ref.split(":")[-1].split("@")[0].replace(".", "_").replace("<lambda>", "lambda")
+        # Topic names derive from labels, and Kafka allows only [A-Za-z0-9._-]: drop `<locals>`.
+        qualname = expr.ref.split(":")[-1].split("@")[0]
+        return "_".join(p for p in qualname.split(".") if p != "<locals>").replace("<lambda>", "lambda")
     if isinstance(expr, ir.Call):
         inner = "_".join(label(a) for a in expr.args if not isinstance(a, ir.Literal))
         return f"{expr.function}_{inner}" if inner else expr.function
