@@ -61,7 +61,11 @@ class RecordType(Type):
     fields: tuple[Field, ...]
 
     def render(self) -> str:
-        return self.name
+        if self.name:
+            return self.name
+        # Records made by map, aggregate or join have no name: say what they hold.
+        inner = ", ".join(f"{f.name}: {f.type.render()}" for f in self.fields)
+        return f"{{ {inner} }}" if inner else "{ }"
 
     def field(self, name: str) -> Field | None:
         for f in self.fields:
