@@ -41,7 +41,7 @@ class Builtin:
         n = len(arg_types)
         if n < lo or (hi is not None and n > hi):
             want = f"{lo}" if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
-            raise ExprTypeError(f"{self.name}() takes {want} argument{'s' if want != '1' else ''}, got {n}",
+            raise ExprTypeError(f"{self.name}() takes {want} argument{'s' if want.split()[-1] != '1' else ''}, got {n}",
                                 call.loc, f"{self.name}({', '.join(self.params)})")
         if self.arg_types is not None:
             for i, (got, want_t) in enumerate(zip(arg_types, self.arg_types)):
@@ -159,7 +159,7 @@ _FUNCTIONS: list[Builtin] = [
     _b("replace", ["text: str", "old: str", "new: str"], "Replaces every occurrence of `old`.", str.replace,
        _const(STR), [STR, STR, STR], example='replace("a-b", "-", "+") = "a+b"'),
     _b("split", ["text: str", "separator: str"], "Splits text into a list of strings; empty parts are dropped.",
-       lambda s, sep=None: [p for p in s.split(sep)] if sep else s.split(), _const(ListType(STR)), [STR, STR],
+       lambda s, sep=None: [p for p in s.split(sep) if p] if sep else s.split(), _const(ListType(STR)), [STR, STR],
        min_args=1, example='split("a b  c") = ["a", "b", "c"]'),
     _b("starts_with", ["text: str", "prefix: str"], "Whether text starts with prefix.", str.startswith,
        _const(BOOL), [STR, STR], example='starts_with("dataflow", "data") = true'),
