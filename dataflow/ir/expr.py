@@ -314,7 +314,8 @@ def _binary_type(expr: Binary, left: Type, right: Type) -> Type:
             raise ExprTypeError(f"cannot compare {left} with {right} using '{op}'", expr.loc)
         return BOOL
     if op == "+" and strip_optional(left) == STR and strip_optional(right) == STR:
-        return STR
+        # null-propagating like the arithmetic below: a maybe-null operand gives a maybe-null string
+        return optional(STR) if isinstance(left, OptionalType) or isinstance(right, OptionalType) else STR
     if op in ("+", "-", "*", "/", "%"):
         if not (is_numeric(left) and is_numeric(right)):
             bad, sub = (left, expr.left) if not is_numeric(left) else (right, expr.right)
