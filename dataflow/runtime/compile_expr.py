@@ -240,10 +240,14 @@ def compile_function(expr: ir.Expr, scope: ir.Scope, extra_args: tuple[str, ...]
 
 
 def build_function(name: str, body: list[ast.stmt], params: tuple[str, ...], env: dict[str, Any]) -> Callable[..., Any]:
-    """Compile a function from `ast` statements; `env` is its globals. `meta` defaults to None."""
+    """Compile a function from `ast` statements; `env` is its globals. `meta` defaults to None.
+
+    Globals hold no builtins (user expressions reach only what is bound in `env`), except
+    `Exception`, which the generated record loops catch to dead-letter a failing record.
+    """
     args = [ast.arg(a) for a in params] + [ast.arg("meta")]
     fn = ast.FunctionDef(name, ast.arguments([], args, None, [], [], None, [ast.Constant(None)]), body, [], None, None)
     module = ast.fix_missing_locations(ast.Module([fn], []))
     code = compile(module, f"<dataflow {name}>", "exec")
     fn_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
-    return types.FunctionType(fn_code, dict(env), name, (None,))
+    return types.FunctionType(fn_code, {**env, "Exception": Exception}, name, (None,))

@@ -18,7 +18,7 @@ from ..ir import nodes as n
 from ..ir.expr import Scope, infer
 from ..ir.schema import StreamSchema
 from ..ir.types import ANY, ListType, strip_optional
-from ..planner.plan import ExecutionPlan
+from ..planner.plan import AgentPlan, ExecutionPlan
 from .compile_expr import ExprCompiler, build_function, import_callable
 
 Rec = tuple  # (key, value, timestamp, meta)
@@ -38,6 +38,7 @@ class Output:
     serializer: str = "json"
     func: Callable[..., Any] | None = None
     records: list[Rec] = field(default_factory=list)
+    node: str = ""  # the step that writes here: the dead-letter stage of its failures
 
 
 class Step:
@@ -119,9 +120,14 @@ class CompiledAgent:
     source_types: dict[str, StreamSchema]  # topic -> schema of what is read
 
 
-def compile_agent(plan: ExecutionPlan, agent_name: str, dead: Dead) -> CompiledAgent:
-    """Build the steps of one agent (sub-topology)."""
-    agent = next(a for a in plan.agents if a.name == agent_name)
+def compile_agent(plan: ExecutionPlan, agent: AgentPlan | str, dead: Dead) -> CompiledAgent:
+    """Build the steps of one agent (sub-topology).
+
+    Pass the `AgentPlan` itself: agent names are not unique (several sub-topologies
+    that read one repartition topic are all named after it).
+    """
+    if isinstance(agent, str):
+        agent = next(a for a in plan.agents if a.name == agent)
     topo = plan.topology
     members = set(agent.nodes)
     steps: dict[str, Step] = {}
@@ -179,7 +185,7 @@ def _compile_node(node: n.Node, schema: StreamSchema, plan: ExecutionPlan, dead:
         func = node.func
         if node.sink == "callable" and func is None:
             func = import_callable(node.target)
-        output = Output(node.sink, node.target, node.serializer, func)
+        output = Output(node.sink, node.target, node.serializer, func, node=node.name)
         outputs.append(output)
         return OutputStep(node.name, output)
     raise UnsupportedNode(

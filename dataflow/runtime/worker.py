@@ -96,7 +96,7 @@ class Worker:
     async def start(self) -> None:
         await self.transport.create_topics([TopicSpec(t.name, t.partitions, t.compacted) for t in self.plan.topics])
         for agent in self.plan.agents:
-            compiled = compile_agent(self.plan, agent.name, self._on_step_error)
+            compiled = compile_agent(self.plan, agent, self._on_step_error)
             self.agents.append(compiled)
             for topic, steps in compiled.entries.items():
                 tplan = self.plan.topic(topic)
@@ -220,6 +220,8 @@ class Worker:
                         records.extend(records_or_awaitables)
                     else:
                         pending.extend(records_or_awaitables)
+        if pending:  # before producing, so a failing async sink's dead letter goes out with this batch
+            await asyncio.gather(*pending)
         if self._dead:
             records.extend(self._dead)
             self._dead = []
@@ -230,8 +232,6 @@ class Worker:
                 counts[r.topic] = counts.get(r.topic, 0) + 1
             for topic, count in counts.items():
                 self.monitor.on_sent(topic, count)
-        if pending:
-            await asyncio.gather(*pending)
 
     def _drain(self, output: Output) -> list[Any]:
         batch, output.records[:] = list(output.records), []
@@ -256,11 +256,17 @@ class Worker:
             try:
                 result = output.func(v)  # type: ignore[misc]
             except Exception as e:  # noqa: BLE001 - a failing user sink dead-letters its record
-                self._on_step_error((k, v, _ts, meta), e, output.target)
+                self._on_step_error((k, v, _ts, meta), e, output.node or output.target)
                 continue
             if inspect.isawaitable(result):
-                awaitables.append(result)
+                awaitables.append(self._await_sink(result, (k, v, _ts, meta), output.node or output.target))
         return awaitables
+
+    async def _await_sink(self, awaitable: Any, rec: Rec, stage: str) -> None:
+        try:
+            await awaitable
+        except Exception as e:  # noqa: BLE001 - a failing async sink dead-letters its record too
+            self._on_step_error(rec, e, stage)
 
     def _encode_one_by_one(self, output: Output, batch: list[Rec]) -> list[ProducerRecord]:
         codec = get_codec(output.serializer)
