@@ -166,9 +166,11 @@ def _infer_node(topology: Topology, node: n.Node, inputs: list[StreamSchema], de
         windowed = first.shape == WINDOWED
         if windowed:
             fields += [Field("window_start", TIMESTAMP), Field("window_end", TIMESTAMP)]
-        return _replace(first, value=RecordType("", tuple(fields)), shape=WINDOWED_TABLE if windowed else TABLE)
+        # The planner repartitions the input of every aggregate and table, so their state is keyed.
+        return _replace(first, value=RecordType("", tuple(fields)), shape=WINDOWED_TABLE if windowed else TABLE,
+                        keyed=True)
     if isinstance(node, n.ToTable):
-        return _replace(first, shape=TABLE)
+        return _replace(first, shape=TABLE, keyed=True)
     if isinstance(node, n.Changes):
         return _replace(first, shape=STREAM)
     if isinstance(node, n.Join):
