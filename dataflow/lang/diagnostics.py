@@ -1,0 +1,95 @@
+"""Errors of `.flow` files: `FlowError`, source spans, and the caret rendering.
+
+>>> from dataflow.ir.diagnostics import Diagnostic
+>>> from dataflow.ir.location import SourceLocation
+>>> d = Diagnostic("unknown field 'amout'", SourceLocation("f.flow", 2, 8, 2, 13), "did you mean 'amount'?")
+>>> print(format_diagnostics([d], {"f.flow": "pipeline p\\nfilter amout > 1"}))
+f.flow:2:8: error: unknown field 'amout'; did you mean 'amount'?
+filter amout > 1
+       ^~~~~
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from ..ir.diagnostics import Diagnostic, PipelineError
+from ..ir.location import SourceLocation
+
+
+class FlowError(PipelineError):
+    """A `.flow` file that cannot become a pipeline: every diagnostic found, and the source text.
+
+    `str(error)` (and `error.rendered`) is the full report with source lines and carets.
+    It is a `PipelineError`, so code that handles builder pipelines handles it too.
+    """
+
+    def __init__(self, diagnostics: list[Diagnostic], source: str, filename: str):
+        super().__init__(diagnostics)
+        self.source = source
+        self.filename = filename
+        self.sources = {filename: source}
+        self.rendered = format_diagnostics(self.diagnostics, self.sources)
+
+    def __str__(self) -> str:
+        return self.rendered
+
+
+class LangError(Exception):
+    """Raised inside the frontend for one user mistake; collected as a diagnostic, never shown raw."""
+
+    def __init__(self, message: str, loc: SourceLocation, hint: str = ""):
+        super().__init__(message)
+        self.diagnostic = Diagnostic(message, loc, hint)
+
+
+class Silent(Exception):
+    """A step that cannot be built because something it uses already failed (already reported)."""
+
+
+def span(file: str, node: Any) -> SourceLocation:
+    """The location of a lark token or tree (via its `meta`), with its end when known."""
+    meta = getattr(node, "meta", node)
+    line = getattr(meta, "line", None)
+    column = getattr(meta, "column", None)
+    if line is None or column is None:  # an empty rule has no position
+        return SourceLocation(file, 1, 1)
+    return SourceLocation(file, line, column, getattr(meta, "end_line", None), getattr(meta, "end_column", None))
+
+
+def did_you_mean(name: str, candidates: Iterable[str], fallback: str = "") -> str:
+    """A hint naming the closest candidate, or `fallback`."""
+    from ..ir.functions import suggest
+
+    best = suggest(name, sorted(set(candidates)))
+    return f"did you mean '{best}'?" if best else fallback
+
+
+def format_diagnostics(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str]) -> str:
+    """Each diagnostic as `file:line:col: error: message; hint`, its source line and a caret line.
+
+    The caret sits under the column; `~` continues it across the span when the span is
+    known and on one line. Diagnostics of files missing from `sources` get only the first line.
+    """
+    blocks = []
+    for d in diagnostics:
+        head = str(d)
+        text = sources.get(d.loc.file)
+        if text is None or d.loc.line < 1:
+            blocks.append(head)
+            continue
+        lines = text.split("\n")
+        if d.loc.line > len(lines):
+            blocks.append(head)
+            continue
+        source_line = lines[d.loc.line - 1].rstrip("\r")
+        column = max(1, min(d.loc.column, len(source_line) + 1))
+        width = 1
+        if d.loc.end_line == d.loc.line and d.loc.end_column and d.loc.end_column > column:
+            width = min(d.loc.end_column, len(source_line) + 1) - column
+        # Keep tabs so the caret lines up however the terminal expands them.
+        pad = "".join("\t" if ch == "\t" else " " for ch in source_line[:column - 1])
+        blocks.append(f"{head}\n{source_line}\n{pad}^{'~' * max(0, width - 1)}")
+    return "\n".join(blocks)
+
+
+__all__ = ["FlowError", "LangError", "Silent", "span", "did_you_mean", "format_diagnostics"]
