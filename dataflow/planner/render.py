@@ -82,11 +82,14 @@ def describe(plan: ExecutionPlan, locations: bool = True) -> dict[str, Any]:
     agents = []
     for agent in plan.agents:
         members = set(agent.nodes)
+        readable = members | {boundary for boundary, _ in agent.entries}  # incl. topics other agents write
         nodes = []
         for name in agent.nodes:
             node = topo.node(name)
             entry = describe_node(node)
-            entry["inputs"] = [_edge_text(e.source, e.port, e.side) for e in topo.inputs(name) if e.source in members]
+            if isinstance(node, n.Through):  # partitions=None means "as upstream": say how many
+                entry["partitions"] = plan.schemas[name].partitions
+            entry["inputs"] = [_edge_text(e.source, e.port, e.side) for e in topo.inputs(name) if e.source in readable]
             entry["outputs"] = [_edge_text(t, e.port, e.side, target=True) for t, e in topo.outputs(name) if t in members]
             schema = plan.schemas[name]
             entry["schema"] = {"key": type_json(schema.key), "value": type_json(schema.value), "shape": schema.shape}
