@@ -63,7 +63,8 @@ def load(pipeline: str, overrides: dict[str, Any]):  # type: ignore[no-untyped-d
         if diags is not None:
             text = getattr(e, "rendered", None)
             raise PipelineError(list(diags)) if text is None else UserError(text) from None
-        raise UserError(f"{pipeline}: error: {e}") from None
+        text = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) adds quotes
+        raise UserError(f"{pipeline}: error: {text}") from None
 
 
 def _plan(pipeline: str, sets: list[str] | None):  # type: ignore[no-untyped-def]

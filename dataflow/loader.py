@@ -44,10 +44,13 @@ def _load(ref: str, overrides: dict[str, Any] | None) -> Flow:
         return _pick(namespace, ref)
     if ":" in ref:
         module_name, _, attr = ref.partition(":")
+        sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules where the user stands come first
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:
             raise PipelineNotFound(f"{ref}: cannot import module '{module_name}': {e}") from None
+        finally:
+            sys.path.pop(0)
         flow = getattr(module, attr, None)
         if not isinstance(flow, Flow):
             raise PipelineNotFound(f"{ref}: '{attr}' is not a dataflow.Flow in module '{module_name}'")

@@ -42,10 +42,13 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
     text = str(kind)
     if value is None or not isinstance(value, str):
         out = value
-    elif text.startswith("int"):
-        out = int(value)
-    elif text.startswith("float"):
-        out = float(value)
+    elif text.startswith(("int", "float")):
+        number = int if text.startswith("int") else float
+        try:
+            out = number(value)
+        except ValueError:
+            what = "a whole number" if number is int else "a number"
+            raise ValueError(f"setting '{key}' must be {what}, not {value!r}") from None
     elif text.startswith("bool"):
         out = value.lower() in ("1", "true", "yes", "on")
     else:
