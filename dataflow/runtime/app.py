@@ -78,7 +78,7 @@ class App:
         stream_buffer_maxsize: int = 4096,
         max_poll_records: int = 500,
         poll_timeout: float = 0.05,
-        startup_timeout: float = 5.0,
+        startup_timeout: float = 1.0,
         shutdown_timeout: float = 30.0,
         max_restarts: int = 10,
         restart_window: float = 60.0,
