@@ -82,7 +82,8 @@ def _encode(entry: Entry) -> bytes:
 
 def _decode(tp: TP, offset: int, raw: bytes) -> Message:
     timestamp, key, value, headers = msgpack.unpackb(raw, raw=False)
-    return Message(tp.topic, tp.partition, offset, key, value, timestamp, tuple((h, v) for h, v in headers))
+    return Message(tp.topic, tp.partition, offset, key, value, timestamp,
+                   tuple((h, v) for h, v in headers) if headers else ())
 
 
 class LocalLog(InProcessBroker):
@@ -216,8 +217,12 @@ class LocalLog(InProcessBroker):
         async with self._write_lock:
             offsets, ends = self._assign_offsets(entries)
             batch = self.db.write_batch()
+            put, pack, last_tp, prefix = batch.put, _OFFSET.pack, None, b""
             for entry, offset in zip(entries, offsets, strict=True):
-                batch.put(_message_prefix(entry[0]) + _OFFSET.pack(offset), _encode(entry))
+                if entry[0] is not last_tp:  # entries of one partition come in runs
+                    last_tp = entry[0]
+                    prefix = _message_prefix(last_tp)
+                put(prefix + pack(offset), _encode(entry))
             await self._write(batch, len(entries))
             # Visible only once written, so a reader never asks for a missing record.
             self._ends.update(ends)
@@ -240,10 +245,12 @@ class LocalLog(InProcessBroker):
 
     def _read(self, tp: TP, start: int, end: int, limit: int) -> list[Message]:
         prefix = _message_prefix(tp)
+        size = len(prefix)
+        unpack = _OFFSET.unpack_from
         messages = []
         # Iterating by key (not offset arithmetic) skips any gaps in the offsets.
         for key, raw in self.db.iterator(start=prefix + _OFFSET.pack(start), stop=prefix + _OFFSET.pack(end)):
-            messages.append(_decode(tp, _OFFSET.unpack(key[len(prefix) :])[0], raw))
+            messages.append(_decode(tp, unpack(key, size)[0], raw))
             if len(messages) == limit:
                 break
         return messages

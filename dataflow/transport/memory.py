@@ -59,6 +59,9 @@ Clock = Callable[[], int]
 Entry = tuple[TP, bytes | None, bytes | None, int, Headers]
 
 
+_PLACEMENT_CACHE = 100_000
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -71,6 +74,9 @@ class InProcessBroker(ABC):
         self._specs: dict[str, TopicSpec] = {}
         self._groups: dict[str, _Group] = {}
         self._listeners: set[InProcessConsumer] = set()
+        # (topic, key) -> partition: murmur2 is pure Python (~2 us a key), and a topic's
+        # partition count never changes, so recent keys are placed from this cache.
+        self._placement: dict[tuple[str, bytes], int] = {}
 
     # -- storage hooks -------------------------------------------------------------------
 
@@ -153,13 +159,51 @@ class InProcessBroker(ABC):
         timestamp = self.clock() if record.timestamp is None else record.timestamp
         return (TP(record.topic, partition), record.key, record.value, timestamp, record.headers)
 
+    def _resolve_many(self, records: Sequence[ProducerRecord]) -> tuple[list[Entry], set[str]]:
+        """:meth:`_resolve` for a batch: one spec lookup per topic, one clock reading, and
+        one ``TP`` object per partition (the hot path of every produce)."""
+        specs: dict[str, TopicSpec] = {}
+        tps: dict[tuple[str, int], TP] = {}
+        placed = self._placement
+        now: int | None = None
+        entries: list[Entry] = []
+        append = entries.append
+        for record in records:
+            topic = record.topic
+            spec = specs.get(topic)
+            if spec is None:
+                spec = specs[topic] = self.spec(topic)
+            partition = record.partition
+            if partition is None:
+                key = record.key
+                if key is None:
+                    partition = 0
+                else:
+                    partition = placed.get((topic, key))
+                    if partition is None:
+                        if len(placed) >= _PLACEMENT_CACHE:
+                            placed.clear()
+                        partition = placed[(topic, key)] = partition_for(key, spec.partitions)
+            elif not 0 <= partition < spec.partitions:
+                self._resolve(record)  # raises the out-of-range error
+            timestamp = record.timestamp
+            if timestamp is None:
+                if now is None:
+                    now = self.clock()
+                timestamp = now
+            tp = tps.get((topic, partition))
+            if tp is None:
+                tp = tps[(topic, partition)] = TP(topic, partition)
+            append((tp, record.key, record.value, timestamp, record.headers))
+        return entries, set(specs)
+
     async def append(self, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
         """Append records; returns ``(partition, offset)`` per record and wakes readers."""
         if not records:
             return []
-        entries = [self._resolve(record) for record in records]
+        entries, topics = self._resolve_many(records)
         offsets = await self._append(entries)
-        self.notify({entry[0].topic for entry in entries})
+        self.notify(topics)
         return [(entry[0].partition, offset) for entry, offset in zip(entries, offsets, strict=True)]
 
     def notify(self, topics: Iterable[str]) -> None:
@@ -529,8 +573,11 @@ class MemoryBroker(InProcessBroker):
 
     async def _append(self, entries: Sequence[Entry]) -> list[int]:
         offsets = []
+        last_tp: TP | None = None
+        log: list[Message] = []
         for tp, key, value, timestamp, headers in entries:
-            log = self._logs[tp]
+            if tp is not last_tp:  # entries of one partition come in runs: skip the dict lookup
+                log, last_tp = self._logs[tp], tp
             offset = len(log)
             log.append(Message(tp.topic, tp.partition, offset, key, value, timestamp, headers))
             offsets.append(offset)
