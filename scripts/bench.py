@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Throughput and peak memory of compiled stateless plans on memory:// and the local log.
+
+Scenarios (1M small JSON records by default; `--records N` to scale down):
+
+  chain        filter -> map -> map, fused into one step; JSON decode and encode included
+  repartition  filter -> group_by (writes and re-reads a repartition topic) -> map -> sink
+
+Each scenario runs in a fresh subprocess, so peak memory (`ru_maxrss`) is its own. The
+input is produced before timing; the clock runs from the start of consuming until the
+worker is idle (every input consumed, every output produced and committed).
+
+    .venv/bin/python scripts/bench.py                  # everything, 1M records
+    .venv/bin/python scripts/bench.py --records 100000 --scenario chain --transport memory
+    .venv/bin/python scripts/bench.py --json           # machine-readable results
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SCENARIOS = ("chain", "repartition")
+TRANSPORTS = ("memory", "local")
+
+
+def build(scenario: str):  # type: ignore[no-untyped-def]
+    from dataflow import Flow, Record, col, fn
+
+    class Event(Record):
+        id: int
+        user: str
+        amount: float
+
+    flow = Flow(f"bench-{scenario}", partitions=1)
+    events = flow.source("events", value=Event)
+    if scenario == "chain":
+        (events.filter(col("amount") >= 0)
+               .map({"id": col("id"), "user": fn.upper(col("user")), "cents": col("amount") * 100})
+               .map({"id": col("id"), "user": col("user"), "cents": col("cents"), "big": col("cents") > 50_000})
+               .to("out"))
+    else:
+        (events.filter(col("amount") >= 0)
+               .group_by("user", name="by_user", partitions=4)
+               .map({"id": col("id"), "user": col("user"), "cents": col("amount") * 100})
+               .to("out"))
+    return flow
+
+
+def payload(i: int) -> bytes:
+    return b'{"id":%d,"user":"user-%d","amount":%d.5}' % (i, i % 1000, i % 1000)
+
+
+async def measure(scenario: str, transport_kind: str, records: int, data_dir: str) -> dict:
+    from dataflow.planner import plan as build_plan
+    from dataflow.runtime.worker import Worker
+    from dataflow.transport.base import ProducerRecord, open_transport
+
+    plan = build_plan(build(scenario).topology())
+    url = "memory://" if transport_kind == "memory" else f"local://{data_dir}"
+    transport = open_transport(url, data_dir)
+    await transport.start()
+    try:
+        worker = Worker(plan, transport)
+        await worker.start()
+        producer = transport.producer()
+        chunk = 20_000
+        for start in range(0, records, chunk):
+            await producer.send_batch([ProducerRecord("events", None, payload(i))
+                                       for i in range(start, min(records, start + chunk))])
+        await producer.flush()
+        rss_before = _rss_now()
+        started = time.perf_counter()
+        await worker.run(until_idle=True)
+        await worker.stop()
+        seconds = time.perf_counter() - started
+        sent = worker.monitor.as_dict()["messages_sent_by_topic"]
+        assert sent.get("out") == records, sent
+    finally:
+        await transport.stop()
+    return {
+        "scenario": scenario, "transport": transport_kind, "records": records, "seconds": round(seconds, 3),
+        "events_per_second": round(records / seconds),
+        "rss_before_mb": round(rss_before / 2**20, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--scenario", choices=SCENARIOS, action="append")
+    parser.add_argument("--transport", choices=TRANSPORTS, action="append")
+    parser.add_argument("--json", action="store_true", help="print results as JSON lines")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # run in this process
+    args = parser.parse_args()
+    if args.one:
+        with tempfile.TemporaryDirectory(prefix="dataflow-bench-") as tmp:
+            result = asyncio.run(measure(args.scenario[0], args.transport[0], args.records, tmp))
+        print(json.dumps(result))
+        return
+    results = []
+    for scenario in args.scenario or SCENARIOS:
+        for kind in args.transport or TRANSPORTS:
+            out = subprocess.run([sys.executable, __file__, "--one", "--scenario", scenario, "--transport", kind,
+                                  "--records", str(args.records)], check=True, capture_output=True, text=True)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(result)
+            if args.json:
+                print(json.dumps(result), flush=True)
+            else:
+                print(f"{scenario:<12} {kind:<7} {result['records']:>9,} records  {result['seconds']:>7.2f} s  "
+                      f"{result['events_per_second']:>9,} events/s  peak RSS {result['peak_rss_mb']:>7.1f} MB "
+                      f"(before consuming {result['rss_before_mb']:.1f} MB)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
