@@ -228,3 +228,25 @@ async def test_noack_stream_waits_for_manual_acks() -> None:
     kept[1].ack()
     assert await app.commit() == {TP("source", 0): 3}
     await app.run_until_idle()
+
+
+async def test_event_forward_keeps_bytes_and_send_reencodes() -> None:
+    app = App("fwd")
+    source = app.topic("source", partitions=1)
+    raw_copy = app.topic("raw-copy", partitions=1)
+    packed = app.topic("packed", value_serializer="msgpack", partitions=1)
+
+    @app.agent(source)
+    async def route(stream):
+        async for event in stream.events():
+            await event.forward(raw_copy)
+            await event.send("packed", value={"seen": event.value})
+
+    await app.start()
+    await source.send_raw(b'"k"', b'{ "spaced" : 1 }', headers=(("h", b"1"),))
+    await app.run_until_idle(stop=False)
+    copied = await read_all(app, "raw-copy")
+    repacked = await read_all(app, "packed")
+    await app.stop()
+    assert [(m.key, m.value, m.headers) for m in copied] == [(b'"k"', b'{ "spaced" : 1 }', (("h", b"1"),))]
+    assert [(m.key, packed.decode_value(m.value)) for m in repacked] == [(b'"k"', {"seen": {"spaced": 1}})]
