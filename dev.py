@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run dataflow from a fresh clone with nothing but Python 3.11+.
 
-    python3 dev.py demo     # install into .venv, run the flagship example
+    python3 dev.py demo     # install into .venv, compile the flagship example and print its plan
     python3 dev.py test     # install into .venv (with test extras), run the whole suite
 
 Both commands are idempotent: the virtual environment is created once and
@@ -67,7 +67,9 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv else "help"
     if command == "demo":
         ensure_venv("")
-        return run(BIN / "dataflow", "run", FLAGSHIP, *argv[1:], check=False)
+        # The flagship is windowed: it runs end to end once the state layer lands; until
+        # then the main job is its compiled plan.
+        return run(BIN / "dataflow", "plan", FLAGSHIP, *argv[1:], check=False)
     if command == "test":
         ensure_venv("test")
         ensure_graphviz()
