@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
-FLAGSHIP = ROOT / "examples" / "fraud.flow"
+FLAGSHIP = Path("examples") / "fraud.flow"  # relative: commands run in ROOT, plans show short paths
 
 
 def run(*cmd: str | Path, check: bool = True) -> int:
