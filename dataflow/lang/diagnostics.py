@@ -60,7 +60,12 @@ def did_you_mean(name: str, candidates: Iterable[str], fallback: str = "") -> st
     """A hint naming the closest candidate, or `fallback`."""
     from ..ir.functions import suggest
 
-    best = suggest(name, sorted(set(candidates)))
+    names = sorted(set(candidates))
+    best = suggest(name, names)
+    if best is None:  # `Strng` should still find `str`
+        lowered = {n.lower(): n for n in names}
+        found = suggest(name.lower(), lowered)
+        best = lowered[found] if found else None
     return f"did you mean '{best}'?" if best else fallback
 
 

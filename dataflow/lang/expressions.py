@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from lark import Token, Transformer, v_args
+from lark import Token, Transformer
 
 from ..ir import expr as ir
 from ..ir.durations import parse_duration
@@ -80,7 +80,6 @@ def field_path_text(expr: ir.Expr, loc: SourceLocation, what: str) -> str:
                     "name the field that holds the time, like 'ts'")
 
 
-@v_args(meta=True)
 class ExpressionRules(Transformer):  # type: ignore[misc]
     """Base of the FlowTransformer: one method per expression and type rule of the grammar."""
 
