@@ -100,3 +100,18 @@ def test_fmt_of_anything_that_parses_is_stable(text: str) -> None:
     except FlowError:
         return
     assert to_json(plan(parse_flow(once, "m.flow").topology()), locations=False) == original
+
+
+def test_the_pass_through_speedup_keeps_trees_and_positions() -> None:
+    from lark import Lark
+
+    from dataflow.lang.parser import grammar_text, lark_parser
+
+    plain = Lark(grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True,
+                 maybe_placeholders=False)
+    for text in EXAMPLES:
+        fast, slow = lark_parser().parse(text), plain.parse(text)
+        assert fast == slow
+        spans = [[(t.data, t.meta.line, t.meta.column, t.meta.end_line, t.meta.end_column) for t in tree.iter_subtrees()]
+                 for tree in (fast, slow)]
+        assert spans[0] == spans[1]
