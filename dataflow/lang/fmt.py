@@ -9,10 +9,16 @@ Comments stay with what they annotate: a comment at the end of a line stays at t
 end of that line's construct; a comment on its own line stays before the construct
 that follows it. A single blank line between declarations is kept.
 
->>> print(format_source("pipeline p topic t t|filter (a+b)*2>x   # big\\n|to stdout"), end="")
+>>> print(format_source("pipeline p topic t t|filter (a+b)*2>x|to stdout   # big"), end="")
 pipeline p
 topic t
 t | filter (a + b) * 2 > x | to stdout  # big
+>>> print(format_source("pipeline p topic t t|filter (a+b)*2>x   # big\\n|to stdout"), end="")
+pipeline p
+topic t
+t
+  | filter (a + b) * 2 > x  # big
+  | to stdout
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from typing import Any, Callable
 
 from lark import Token, Tree
 
+from ..ir.diagnostics import Diagnostic
+from .diagnostics import FlowError, span
 from .parser import parse
 
 WIDTH = 80
@@ -46,7 +54,22 @@ def format_source(text: str, filename: str = "<string>") -> str:
     """
     comments: list[Token] = []
     tree = parse(text, filename, comments)
-    return _Formatter([Comment(c.line, c.column, c.value.rstrip()) for c in comments]).file(tree)
+    try:
+        return _Formatter([Comment(c.line, c.column, c.value.rstrip()) for c in comments]).file(tree)
+    except RecursionError:
+        deepest = max(tree.children, key=_depth)
+        raise FlowError([Diagnostic("this declaration nests too deeply to format", span(filename, deepest),
+                                    "split long expressions into several steps")], text, filename) from None
+
+
+def _depth(tree: Any) -> int:
+    """How deeply `tree` nests, without recursion (a tree too deep for the printer is the point)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in getattr(node, "children", ()) if isinstance(child, Tree))
+    return deepest
 
 
 def topic_name(name: str) -> str:

@@ -130,8 +130,18 @@ class FlowTransformer(ExpressionRules):
         The same protocol as lark's `Transformer` with `v_args(meta=True)`, in a leaner loop:
         lark re-wraps a `v_args` method on every call, which was a third of the time.
         """
+        if tree.data == "start":  # one statement at a time, so one too deep to handle fails alone
+            return self._apply_rule(tree, [self._statement(c) for c in tree.children])
         children = [self.transform(c) if isinstance(c, Tree) else c for c in tree.children]
         return self._apply_rule(tree, children)
+
+    def _statement(self, tree: Tree) -> Any:
+        try:
+            return self.transform(tree)
+        except RecursionError:
+            self.diagnostics.append(Diagnostic("this declaration nests too deeply", self._loc(tree.meta),
+                                               "split long expressions into several steps"))
+            return BAD
 
     def _apply_rule(self, tree: Tree, children: list[Any]) -> Any:
         """A rule whose children failed is skipped (unless it handles that itself); a LangError
