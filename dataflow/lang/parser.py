@@ -17,6 +17,7 @@ x.flow:2:5: error: unknown stage 'filtr'; did you mean 'filter'?
 from __future__ import annotations
 
 import contextvars
+import copy
 import functools
 import re
 from importlib import resources
@@ -24,6 +25,7 @@ from typing import Any
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.parsers.lalr_parser_state import ParserState
 
 from ..ir.diagnostics import Diagnostic
 from ..ir.location import SourceLocation
@@ -223,7 +225,7 @@ def syntax_diagnostic(error: UnexpectedInput, filename: str, text: str, parser: 
     if unfinished is not None:
         return unfinished
     if isinstance(error, UnexpectedToken):
-        return _unexpected_token(error, filename, parser)
+        return _unexpected_token(error, filename, text, parser)
     if isinstance(error, UnexpectedCharacters):
         return _unexpected_character(error, filename, text, parser)
     line = getattr(error, "line", 1) or 1
@@ -231,54 +233,83 @@ def syntax_diagnostic(error: UnexpectedInput, filename: str, text: str, parser: 
     return Diagnostic("syntax error", SourceLocation(filename, max(1, line), max(1, column)))
 
 
-def _unexpected_token(error: UnexpectedToken, filename: str, parser: Lark) -> Diagnostic:
+def _unexpected_token(error: UnexpectedToken, filename: str, text: str, parser: Lark) -> Diagnostic:
     token = error.token
-    expected = set(error.expected or ())
-    literals = {_literal(n, parser) for n in expected}
+    expected = acceptable(error)
+    literals = {_literal(n, parser) for n in expected} - {None}
     loc = _token_loc(filename, token)
 
-    missing = _missing_pipe(error)
-    if missing is not None:
-        return Diagnostic(f"expected '|' before '{missing.value}'",
-                          SourceLocation(filename, missing.line or 1, missing.column or 1, missing.end_line,
-                                         missing.end_column),
+    stray = _stray_statement_word(error, expected, parser)
+    if stray is not None and stray.value == "pipeline":
+        return Diagnostic("a file has one pipeline header, at the top", _token_loc(filename, stray),
+                          "put its settings in the header: `pipeline NAME { setting value }`")
+    if stray is not None:
+        return Diagnostic(f"expected '|' before '{stray.value}'", _token_loc(filename, stray),
                           "each stage of a pipe starts with '|'")
-    if token.type == "NAME" and literals and len(literals & set(STAGE_WORDS)) >= 5:
+    if token.type == "NAME" and len(literals & set(STAGE_WORDS)) >= 5:
         return Diagnostic(f"unknown stage '{token.value}'", loc,
                           did_you_mean(token.value, STAGE_WORDS, "stages are: " + ", ".join(STAGE_WORDS)))
     if token.type == "$END":
         return Diagnostic(f"unexpected end of file; expected {describe_expected(expected, parser)}", loc)
     message = f"unexpected {_describe_token(token)}; expected {describe_expected(expected, parser)}"
     hint = ""
+    before = text[token.start_pos - 1] if token.start_pos else ""
     if token.type == "NAME" and "pipeline" in literals:
         hint = "a .flow file starts with `pipeline NAME`"
         message = f"unexpected {_describe_token(token)}; expected 'pipeline'"
+    elif token.type == "NAME" and literals and all(lit.isidentifier() for lit in literals):
+        hint = did_you_mean(token.value, literals)  # a misspelt keyword: `to sdtout`
     elif token.value == "=" and "=" not in literals:
         hint = "compare with '=='"
-    elif token.value in ("&", "&&", "||"):
+    elif token.value == "|" and before == "|" or token.value in ("&", "&&", "||"):
         hint = "write 'and' and 'or'"
     return Diagnostic(message, loc, hint)
 
 
-def _missing_pipe(error: UnexpectedToken) -> Token | None:
-    """The stage word that starts a line (or follows a stream) without its '|', if that is the mistake.
+def acceptable(error: UnexpectedToken) -> set[str]:
+    """The terminals the parser could really have taken where it stopped.
+
+    Lark's `expected` is the lookahead set of the LALR state, which can name tokens that
+    would fail after the pending reductions (and, when the contextual lexer raised the
+    error, only some of the tokens). Try each one on a copy of the parser state instead,
+    as lark's `InteractiveParser.accepts` does, without running callbacks.
+    """
+    state = getattr(error, "state", None)
+    try:
+        conf = copy.copy(state.parse_conf)  # type: ignore[union-attr]
+        conf.callbacks = {}
+        choices = state.parse_conf.states[state.position]  # type: ignore[union-attr]
+        found = set()
+        for name in choices:
+            if not name.isupper():
+                continue  # a rule, not a terminal
+            probe = ParserState(conf, state.lexer, list(state.state_stack), list(state.value_stack))  # type: ignore[union-attr]
+            try:
+                probe.feed_token(Token(name, ""), name == "$END")
+            except UnexpectedToken:
+                continue
+            found.add(name)
+    except Exception:  # noqa: BLE001 - a lark without these internals: fall back to its own answer
+        return set(error.expected or ())
+    return found or set(error.expected or ())
+
+
+def _stray_statement_word(error: UnexpectedToken, expected: set[str], parser: Lark) -> Token | None:
+    """A stage word (missing its '|') or `pipeline` that was read as the name starting a new pipe.
 
     Keywords are contextual, so `filter` after a finished stream is read as the name at the
-    start of a new statement; the error only shows at the token after it. The parser stack
-    tells us: its top is that lone name, and all the parser wanted next was '|' or '.'.
+    start of a new statement, and the error only shows at the token after it. The parser
+    stack tells us: its top is that lone name, and all the parser wants next is '|' or '.'.
     """
-    state = getattr(error, "state", None) or getattr(getattr(error, "interactive_parser", None),
-                                                     "parser_state", None)
-    stack = getattr(state, "value_stack", None)
+    stack = getattr(getattr(error, "state", None), "value_stack", None)
     if not stack:
         return None
     top = stack[-1]
     if isinstance(top, Tree) and top.data == "ref" and len(top.children) == 1:
         top = top.children[0]  # lark may already have reduced the lone name to a `ref`
-    if not (isinstance(top, Token) and top.type == "NAME" and top.value in STAGE_WORDS):
+    if not (isinstance(top, Token) and top.type == "NAME" and top.value in (*STAGE_WORDS, "pipeline")):
         return None
-    parser = lark_parser()
-    wanted = {_literal(n, parser) for n in (error.expected or ())}
+    wanted = {_literal(n, parser) for n in expected}
     return top if wanted <= {"|", "."} else None
 
 
@@ -311,7 +342,7 @@ def _unfinished_statement(error: UnexpectedInput, filename: str, text: str, pars
             return None
         line = text.count("\n", 0, keyword.start()) + 1
         loc = _token_loc(filename, e.token)
-        return Diagnostic(f"unfinished statement; expected {describe_expected(set(e.expected or ()), parser)}", loc,
+        return Diagnostic(f"unfinished statement; expected {describe_expected(acceptable(e), parser)}", loc,
                           f"'{keyword.group(1)}' on line {line} starts a new declaration")
     except UnexpectedInput:
         return None

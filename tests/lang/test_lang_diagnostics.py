@@ -197,3 +197,20 @@ def test_format_diagnostics_without_source_or_span() -> None:
 def test_tabs_keep_the_caret_aligned() -> None:
     d = Diagnostic("x", SourceLocation("a.flow", 1, 3, 1, 5))
     assert format_diagnostics([d], {"a.flow": "\t\tabc"}).splitlines()[2] == "\t\t^~"
+
+
+@pytest.mark.parametrize("body, first_line", [
+    ("pipeline other\n", "fraud.flow:11:1: error: a file has one pipeline header, at the top; "
+                         "put its settings in the header: `pipeline NAME { setting value }`"),
+    ("withdrawals | to sdtout\n", "fraud.flow:11:18: error: unexpected name 'sdtout'; expected 'file', 'stdout' or "
+                                  "'topic'; did you mean 'stdout'?"),
+    ("withdrawals | filter amount > 1 || amount < 0 | to stdout\n",
+     "fraud.flow:11:34: error: unexpected '|'; expected a stage such as 'filter' or 'map'; write 'and' and 'or'"),
+    ("withdrawals | filter country == 'nl' | to stdout\n",
+     "fraud.flow:11:33: error: strings use double quotes; write \"text\" instead of 'text'"),
+    ("record R { a int }\n", "fraud.flow:11:14: error: unexpected name 'int'; expected ':'"),
+    ("withdrawals | join withdrawals within 5 | to stdout\n",
+     "fraud.flow:11:40: error: unexpected number 5; expected a duration like 30s"),
+])
+def test_more_syntax_messages(body: str, first_line: str) -> None:
+    assert report(body).splitlines()[0] == first_line
