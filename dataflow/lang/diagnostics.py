@@ -49,11 +49,10 @@ class Silent(Exception):
 def span(file: str, node: Any) -> SourceLocation:
     """The location of a lark token or tree (via its `meta`), with its end when known."""
     meta = getattr(node, "meta", node)
-    line = getattr(meta, "line", None)
-    column = getattr(meta, "column", None)
-    if line is None or column is None:  # an empty rule has no position
+    try:
+        return SourceLocation(file, meta.line, meta.column, meta.end_line, meta.end_column)
+    except AttributeError:  # an empty rule has no position
         return SourceLocation(file, 1, 1)
-    return SourceLocation(file, line, column, getattr(meta, "end_line", None), getattr(meta, "end_column", None))
 
 
 def did_you_mean(name: str, candidates: Iterable[str], fallback: str = "") -> str:

@@ -122,36 +122,43 @@ class FlowTransformer(ExpressionRules):
         self.declared: dict[str, Declared] = {}
         self.topic_streams: dict[str, Stream] = {}
         self.poisoned: set[str] = set()
-        self._methods: dict[str, Callable[[Any, list[Any]], Any]] = {}
+        self._methods: dict[str, tuple[Callable[[Any, list[Any]], Any], bool]] = {}
 
     def transform(self, tree: Tree) -> Any:
-        """Children first, in file order, then the method named after the rule, called with (meta, children).
+        """The Flow of a parse tree: children first, in file order, then the method named after
+        the rule, called with (meta, children).
 
-        The same protocol as lark's `Transformer` with `v_args(meta=True)`, in a leaner loop:
-        lark re-wraps a `v_args` method on every call, which was a third of the time.
+        The same protocol as lark's `Transformer` with `v_args(meta=True)`, in a leaner loop
+        (lark re-wraps a `v_args` method on every call, which was a third of the time).
         """
-        if tree.data == "start":  # one statement at a time, so one too deep to handle fails alone
-            return self._apply_rule(tree, [self._statement(c) for c in tree.children])
-        children = [self.transform(c) if isinstance(c, Tree) else c for c in tree.children]
-        return self._apply_rule(tree, children)
+        # One statement at a time, so a statement too deep for Python's stack fails alone.
+        return self._apply_rule(tree, [self._statement(c) for c in tree.children])
 
     def _statement(self, tree: Tree) -> Any:
         try:
-            return self.transform(tree)
+            return self._transform(tree)
         except RecursionError:
             self.diagnostics.append(Diagnostic("this declaration nests too deeply", self._loc(tree.meta),
                                                "split long expressions into several steps"))
             return BAD
 
+    def _transform(self, tree: Tree) -> Any:
+        return self._apply_rule(tree, [self._transform(c) if type(c) is Tree else c for c in tree.children])
+
     def _apply_rule(self, tree: Tree, children: list[Any]) -> Any:
         """A rule whose children failed is skipped (unless it handles that itself); a LangError
         becomes a recorded diagnostic and the rule's value is BAD."""
-        data = str(tree.data)
-        if data not in TOLERANT_RULES and any(child is BAD for child in children):
-            return BAD
-        method = self._methods.get(data)
-        if method is None:
-            method = self._methods[data] = getattr(self, data, None) or functools.partial(self.__default__, data)
+        # Keyed by the rule token itself: lark shares it between trees, so lookups hit by identity.
+        entry = self._methods.get(tree.data)
+        if entry is None:
+            name = str(tree.data)
+            method = getattr(self, name, None) or functools.partial(self.__default__, name)
+            entry = self._methods[tree.data] = (method, name in TOLERANT_RULES)
+        method, tolerant = entry
+        if not tolerant:
+            for child in children:
+                if child is BAD:
+                    return BAD
         try:
             return method(tree.meta, children)
         except LangError as e:
