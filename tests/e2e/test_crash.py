@@ -18,6 +18,7 @@ from dataflow.transport.base import TP
 from dataflow.transport.local import LocalTransport
 
 RECORDS = 20_000
+HANG_AT = 12_345
 
 PIPELINE = '''
 import os
@@ -28,9 +29,11 @@ class Item(Record):
     text: str
 
 def work(v):
-    # Busy work only in the first run (no sleeps), so it is killed mid-stream.
-    if os.environ.get("CRASH_TEST_SLOW"):
-        sum(range(4000))
+    # The first run hangs (busy, no sleep) at a record in the middle of the input, so
+    # the kill always lands mid-stream, however fast or loaded the machine is.
+    if os.environ.get("CRASH_TEST_HANG_AT") and v["id"] == int(os.environ["CRASH_TEST_HANG_AT"]):
+        while True:
+            pass
     return {"id": v["id"], "double": v["id"] * 2}
 
 flow = Flow("crash", partitions=2)
@@ -72,7 +75,7 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(tmp_path):
     first = await asyncio.create_subprocess_exec(
         *cli(str(pipe), "--data-dir", str(data), "--input", f"src={big}", "--output", f"sink={first_out}", "-q",
              *settings),
-        env={**os.environ, "CRASH_TEST_SLOW": "1"}, stdout=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "CRASH_TEST_HANG_AT": str(HANG_AT)}, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE)
     try:
         await wait_for(lambda: len(ids_in(first_out)) > 0 or first.returncode is not None, "the first output")
@@ -90,9 +93,10 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(tmp_path):
     _, err = await asyncio.wait_for(second.communicate(), 120)
     summary = err.decode()
     assert second.returncode == 0, summary
-    # The restart had work left: the first run was killed mid-stream.
+    # The restart had work left: at least everything from the record the first run hung on.
     reread = int(re.search(r"read  src: ([\d,]+)", summary).group(1).replace(",", ""))  # type: ignore[union-attr]
-    assert 0 < reread <= RECORDS
+    assert RECORDS - HANG_AT <= reread <= RECORDS
+    assert HANG_AT not in ids_in(first_out)
 
     expected = set(range(RECORDS))
     assert set(ids_in(first_out)) | set(ids_in(second_out)) == expected
