@@ -55,7 +55,7 @@ def format_source(text: str, filename: str = "<string>") -> str:
     comments: list[Token] = []
     tree = parse(text, filename, comments)
     try:
-        return _Formatter([Comment(c.line, c.column, c.value.rstrip()) for c in comments]).file(tree)
+        return _Formatter([Comment(c.line or 1, c.column or 1, c.value.rstrip()) for c in comments]).file(tree)
     except RecursionError:
         deepest = max(tree.children, key=_depth)
         raise FlowError([Diagnostic("this declaration nests too deeply to format", span(filename, deepest),
@@ -156,7 +156,7 @@ class _Formatter:
         self.comments = comments
 
     # ------------------------------------------------------------------ file
-    def file(self, tree: Tree) -> str:
+    def file(self, tree: Any) -> str:
         statements = list(tree.children)
         units = [(_start(s), _end(s)) for s in statements]
         placed = _distribute(units, self.comments)
@@ -182,13 +182,13 @@ class _Formatter:
             emit([c.text], c.line, c.line)
         return "\n".join(out) + "\n"
 
-    def statement(self, node: Tree, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
+    def statement(self, node: Any, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
         """(comments to print before it, its lines)."""
-        printer: Callable[[Tree, list[Comment]], tuple[list[Comment], list[str]]] = getattr(self, node.data)
+        printer: Callable[[Any, list[Comment]], tuple[list[Comment], list[str]]] = getattr(self, node.data)
         return printer(node, comments)
 
     # ------------------------------------------------------------------ header and declarations
-    def pipeline_decl(self, node: Tree, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
+    def pipeline_decl(self, node: Any, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
         name = self.pipeline_name(node.children[0])
         settings = node.children[1].children if len(node.children) > 1 else []
         if not settings:
@@ -199,20 +199,20 @@ class _Formatter:
                             lambda s: f"{s.children[0].value} {self.setting_value(s.children[1])}", "")
         return before, lines
 
-    def pipeline_name(self, node: Tree) -> str:
+    def pipeline_name(self, node: Any) -> str:
         return self._topic(node.children[0])
 
-    def setting_value(self, node: Tree) -> str:
+    def setting_value(self, node: Any) -> str:
         return str(node.children[0].value)
 
-    def record_decl(self, node: Tree, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
+    def record_decl(self, node: Any, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
         name, *fields = node.children
         before = [c for c in comments if c.pos < _end(name)]
         lines = self._block(f"record {name.value} {{", fields, [c for c in comments if c.pos >= _end(name)],
                             lambda f: f"{f.children[0].value}: {self.type(f.children[1])}", "")
         return before, lines
 
-    def _block(self, opener: str, items: list[Tree], comments: list[Comment], item: Callable[[Tree], str],
+    def _block(self, opener: str, items: list[Any], comments: list[Comment], item: Callable[[Any], str],
                indent: str, closer: str = "}") -> list[str]:
         """`opener`, one item per line (comments kept), then the closing brace."""
         placed = _distribute([(_start(x), _end(x)) for x in items], comments)
@@ -225,7 +225,7 @@ class _Formatter:
         lines.append(indent + closer)
         return lines
 
-    def topic_decl(self, node: Tree, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
+    def topic_decl(self, node: Any, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
         name, *rest = node.children
         text = f"topic {self._topic(name)}"
         options = [r for r in rest if isinstance(r, Tree) and r.data in OPTION_ORDER]
@@ -236,14 +236,14 @@ class _Formatter:
             text += " " + self.option(option)
         return comments, [text]
 
-    def udf_decl(self, node: Tree, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
+    def udf_decl(self, node: Any, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
         name, *types, path = node.children
         *params, returns = types
         return comments, [f"udf {name.value}({', '.join(self.type(t) for t in params)}) -> {self.type(returns)} "
                           f"= {path.value}"]
 
     # ------------------------------------------------------------------ types and options
-    def type(self, node: Tree) -> str:
+    def type(self, node: Any) -> str:
         if node.data == "named_type":
             return str(node.children[0].value)
         if node.data == "list_type":
@@ -252,7 +252,7 @@ class _Formatter:
             return f"{self.type(node.children[0])}?"
         return f"optional {self.type(node.children[0])}"  # optional_type
 
-    def option(self, node: Tree) -> str:
+    def option(self, node: Any) -> str:
         kind = node.data
         value = node.children[0] if node.children else None
         words = {"topic_key": "key", "partitions_option": "partitions", "serializer_option": "serializer",
@@ -270,19 +270,19 @@ class _Formatter:
         return f"{words[kind]} {value.value}"  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ pipes
-    def stream_decl(self, node: Tree, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
+    def stream_decl(self, node: Any, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
         return self._pipe(f"stream {node.children[0].value} = ", node.children[1], node.children[2:], comments,
                           node)
 
-    def table_decl(self, node: Tree, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
+    def table_decl(self, node: Any, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
         return self._pipe(f"table {node.children[0].value} = ", node.children[1], node.children[2:], comments,
                           node)
 
-    def pipe_stmt(self, node: Tree, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
+    def pipe_stmt(self, node: Any, comments: list[Comment]) -> tuple[list[Comment], list[str]]:
         return self._pipe("", node.children[0], node.children[1:], comments, node)
 
-    def _pipe(self, prefix: str, source: Tree, stages: list[Tree], comments: list[Comment],
-              node: Tree) -> tuple[list[Comment], list[str]]:
+    def _pipe(self, prefix: str, source: Any, stages: list[Any], comments: list[Comment],
+              node: Any) -> tuple[list[Comment], list[str]]:
         head_unit = (_start(node), _end(source))
         units = [head_unit, *((_start(s), _end(s)) for s in stages)]
         placed = _distribute(units, comments)
@@ -308,18 +308,18 @@ class _Formatter:
         lines.extend(INDENT + c.text for c in placed.tail)
         return hoisted, lines
 
-    def source(self, node: Tree) -> str:
+    def source(self, node: Any) -> str:
         if node.data == "topic_source":
             return f"topic {self._topic(node.children[0])}"
         return self.ref(node)
 
-    def ref(self, node: Tree) -> str:
+    def ref(self, node: Any) -> str:
         return ".".join(t.value for t in node.children)
 
-    def stage(self, node: Tree, comments: list[Comment], indent: int) -> list[str]:
+    def stage(self, node: Any, comments: list[Comment], indent: int) -> list[str]:
         """The stage's text (without `| `); several lines for a block too long or with comments."""
         kind = node.data
-        c = node.children
+        c: list[Any] = node.children
         if kind in ("filter_stage", "select_key_stage"):
             return [f"{kind[:-6]} {self.expr(c[0])}"]
         if kind in ("map_stage", "flat_map_stage"):
@@ -344,7 +344,7 @@ class _Formatter:
         if kind == "changes_stage":
             return ["changes"]
         if kind == "join_stage":
-            how = [f"{x.children[0].value} " for x in c if isinstance(x, Tree) and x.data == "join_how"]
+            how = [f"{self._word(x)} " for x in c if isinstance(x, Tree) and x.data == "join_how"]
             ref = next(x for x in c if isinstance(x, Tree) and x.data == "ref")
             options = [x for x in c if isinstance(x, Tree) and x.data in OPTION_ORDER]
             return [" ".join([f"{''.join(how)}join {self.ref(ref)}", *(self.option(o) for o in _ordered(options))])]
@@ -378,12 +378,12 @@ class _Formatter:
         lines = self._block(f"{word} {{", items, comments, item, " " * indent, "}" + suffix)
         return lines
 
-    def _record_item(self, node: Tree) -> str:
+    def _record_item(self, node: Any) -> str:
         if node.data == "record_field":
             return f"{node.children[0].value}: {self.expr(node.children[1])}"
         return self.expr(node.children[0])  # record_shorthand
 
-    def _aggregation(self, node: Tree) -> str:
+    def _aggregation(self, node: Any) -> str:
         output, function, *args = node.children
         return f"{output.value}: {function.value}({', '.join(self.expr(a) for a in args)})"
 
@@ -397,7 +397,7 @@ class _Formatter:
 
     def _expr(self, node: Any) -> tuple[str, int]:
         kind = node.data
-        c = node.children
+        c: list[Any] = node.children
         if kind == "or_op":
             return f"{self._wrap(c[0], 1)} or {self._wrap(c[1], 2)}", 1
         if kind == "and_op":
@@ -431,6 +431,10 @@ class _Formatter:
         raise ValueError(f"no layout for expression '{kind}'")
 
     # ------------------------------------------------------------------ names
+    def _word(self, node: Any) -> str:
+        """The text of a rule that keeps its one keyword token (a `!rule`)."""
+        return str(node.children[0].value)
+
     def _topic(self, token: Token) -> str:
         if token.type == "STRING":
             inner = token.value[1:-1]
@@ -439,7 +443,7 @@ class _Formatter:
         return str(token.value)
 
 
-def _ordered(options: list[Tree]) -> list[Tree]:
+def _ordered(options: list[Any]) -> list[Any]:
     return sorted(options, key=lambda o: OPTION_ORDER.get(o.data, 9))
 
 

@@ -236,7 +236,7 @@ def syntax_diagnostic(error: UnexpectedInput, filename: str, text: str, parser: 
 def _unexpected_token(error: UnexpectedToken, filename: str, text: str, parser: Lark) -> Diagnostic:
     token = error.token
     expected = acceptable(error)
-    literals = {_literal(n, parser) for n in expected} - {None}
+    literals = {lit for n in expected if (lit := _literal(n, parser)) is not None}
     loc = _token_loc(filename, token)
 
     stray = _stray_statement_word(error, expected, parser)
@@ -351,14 +351,15 @@ def _unfinished_statement(error: UnexpectedInput, filename: str, text: str, pars
 
 def _unexpected_character(error: UnexpectedCharacters, filename: str, text: str, parser: Lark) -> Diagnostic:
     char = error.char
+    pos = error.pos_in_stream or 0
     loc = SourceLocation(filename, max(1, error.line), max(1, error.column))
     if char == '"':
         return Diagnostic("unterminated string", loc, 'close it with " on the same line')
     if char == "'":
         return Diagnostic("strings use double quotes", loc, "write \"text\" instead of 'text'")
-    if char == "=" and text[error.pos_in_stream:error.pos_in_stream + 2] != "==":
+    if char == "=" and text[pos:pos + 2] != "==":
         return Diagnostic("unexpected '='", loc, "compare with '=='")
-    if char == "&" or char == "|" and text[error.pos_in_stream:error.pos_in_stream + 2] == "||":
+    if char == "&" or char == "|" and text[pos:pos + 2] == "||":
         return Diagnostic(f"unexpected '{char}'", loc, "write 'and' and 'or'")
     shown = char if char.isprintable() and not char.isspace() else repr(char)
     allowed = set(error.allowed or ())

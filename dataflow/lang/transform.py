@@ -1,6 +1,6 @@
 """The Transformer from a `.flow` parse tree to builder calls: one method per grammar rule.
 
-Lark transforms children before parents and statements in file order, so when a
+Children are transformed before parents and statements in file order, so when a
 statement's method runs, everything declared above it is known. Stage rules return a
 `Step` (what to call on the builder handle); statement rules run the steps in order and
 name the last step after the declaration (`stream large = ... | filter ...` names the
@@ -19,12 +19,12 @@ have declared are "poisoned" so later uses of them stay quiet instead of cascadi
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from lark import Token, Tree
 
-from ..builder import Branches, Flow, Stream, Table, hopping, sliding, tumbling
+from ..builder import Branches, Flow, Stream, Table, WindowSpec, hopping, sliding, tumbling
 from ..builder.windows import agg
 from ..ir import expr as ir
 from ..ir.diagnostics import Diagnostic
@@ -36,7 +36,7 @@ from ..ir.types import ANY, RecordType, Field, Type
 from .diagnostics import LangError, Silent, did_you_mean
 from .expressions import ExpressionRules, UdfInfo, check_udf_path, decode_string, field_path_text
 
-WINDOWS = {"tumbling": tumbling, "hopping": hopping, "sliding": sliding}
+WINDOWS: dict[str, Callable[..., WindowSpec]] = {"tumbling": tumbling, "hopping": hopping, "sliding": sliding}
 #: names the builder's `branch(**predicates)` takes for itself
 RESERVED_BRANCH_NAMES = ("name", "default", "loc")
 

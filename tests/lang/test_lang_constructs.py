@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import pytest
 
-from dataflow import Flow, Record, agg, col, fn, hopping, key, lit, sliding, timestamp, tumbling, udf, value
+from dataflow import Flow, Record, agg, col, fn, hopping, key, sliding, timestamp, tumbling, udf, value
 from dataflow.ir import expr as ir
 from dataflow.lang import FlowError, parse_flow
 
