@@ -45,7 +45,16 @@ def parse_flow(text: str, filename: str = "<string>", overrides: dict[str, str] 
 
 def load_flow(path: str | Path, overrides: dict[str, str] | None = None) -> Flow:
     """The pipeline in the `.flow` file at `path` (locations name the path as given)."""
-    text = Path(path).read_text(encoding="utf-8")
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # tolerate the byte-order mark some editors write
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        where = SourceLocation(str(path), line, column)
+        shown = data.decode("utf-8", errors="replace")
+        raise FlowError([Diagnostic("this file is not UTF-8 text", where, "save it as UTF-8")], shown,
+                        str(path)) from None
     return parse_flow(text, str(path), overrides)
 
 

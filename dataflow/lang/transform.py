@@ -394,7 +394,7 @@ class FlowTransformer(ExpressionRules):
             if kind == "table":
                 raise LangError(f"'{name}' is declared as a table, but its pipe ends in a branch", loc,
                                 f"write `stream {name} = ...`")
-            return Declared("branch", handle, loc, tuple(handle._ports))
+            return Declared("branch", handle, loc, tuple(str(output.port) for output in handle))
         if kind == "table" and not isinstance(handle, Table):
             raise LangError(f"'{name}' is declared as a table, but its pipe makes a stream", loc,
                             f"end it with '| to_table' or an aggregate, or write `stream {name} = ...`")

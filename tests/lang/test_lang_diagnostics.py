@@ -214,3 +214,15 @@ def test_tabs_keep_the_caret_aligned() -> None:
 ])
 def test_more_syntax_messages(body: str, first_line: str) -> None:
     assert report(body).splitlines()[0] == first_line
+
+
+def test_load_flow_reads_utf8_with_or_without_a_bom(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dataflow.lang import load_flow
+
+    path = tmp_path / "bom.flow"
+    path.write_bytes("\ufeffpipeline p\ntopic t\nt | to stdout\n".encode("utf-8"))
+    assert load_flow(path).name == "p"
+    path.write_bytes(b"pipeline p\ntopic t\nt | filter x == \"\xff\" | to stdout\n")
+    with pytest.raises(FlowError) as info:
+        load_flow(path)
+    assert str(info.value.diagnostics[0]) == f"{path}:3:18: error: this file is not UTF-8 text; save it as UTF-8"
