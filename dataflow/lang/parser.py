@@ -114,7 +114,7 @@ def parse(text: str, filename: str = "<string>", comments: list[Token] | None = 
             tree = parser.parse(current)
         except UnexpectedInput as e:
             diagnostic = syntax_diagnostic(e, filename, current, parser)
-            if diagnostic.loc.line < resume_line:
+            if diagnostic.loc.line < resume_line or diagnostic in diagnostics:
                 break  # an echo of the region we skipped, not a mistake of the user's
             diagnostics.append(diagnostic)
             region = _recovery_region(current, diagnostic.loc.line)
