@@ -69,3 +69,17 @@ def test_the_formatter_knows_every_statement_kind() -> None:
     statements = {"pipeline_decl", "record_decl", "topic_decl", "udf_decl", "stream_decl", "table_decl", "pipe_stmt"}
     assert statements <= tree_names()
     assert all(hasattr(_Formatter, s) for s in statements)
+
+
+@pytest.mark.parametrize("index", range(len(EXAMPLES)))
+def test_every_docs_example_formats_stably_to_the_same_plan(index: int) -> None:
+    from dataflow.lang import format_source
+    from dataflow.planner import plan
+    from dataflow.planner.render import to_json
+
+    body = EXAMPLES[index]
+    text = body if body.lstrip().startswith(("pipeline", "#")) else PREAMBLE + body
+    once = format_source(text)
+    assert format_source(once) == once
+    assert (to_json(plan(parse_flow(once).topology()), locations=False)
+            == to_json(plan(parse_flow(text).topology()), locations=False))
