@@ -167,7 +167,7 @@ def test_stateful_pipeline_is_a_one_line_error(workdir):
     assert "Traceback" not in result.output
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("error: ")
-    assert "'counts' is a aggregate step; stateful steps" in result.stderr
+    assert "'counts' is a stateful step (aggregate); stateful steps" in result.stderr
 
 
 def test_missing_pipeline_file(workdir):

@@ -17,6 +17,15 @@ from ..ir.topology import Topology
 BOUNDARY = (n.Repartition, n.Through)
 
 
+def crossing_readers(crossing: dict[str, list[str]]) -> dict[str, list[str]]:
+    """boundary -> its readers, from reader -> boundaries."""
+    out: dict[str, list[str]] = {}
+    for reader, boundaries in sorted(crossing.items()):
+        for boundary in boundaries:
+            out.setdefault(boundary, []).append(reader)
+    return out
+
+
 @dataclass(frozen=True)
 class SubTopology:
     index: int
@@ -33,6 +42,10 @@ def split_subtopologies(topology: Topology) -> tuple[SubTopology, ...]:
             for target in topology.successors(name):
                 crossing.setdefault(target, []).append(name)
                 graph.remove_edges_from([(name, target, k) for k in list(graph[name][target])])
+    for readers in crossing_readers(crossing).values():
+        # Readers of one topic share a consumer and a decode: keep them in one sub-topology.
+        for other in readers[1:]:
+            graph.add_edge(readers[0], other)
     position = {name: i for i, name in enumerate(topology.order())}
     components = sorted((sorted(c, key=position.__getitem__) for c in nx.weakly_connected_components(graph)),
                         key=lambda c: position[c[0]])

@@ -46,14 +46,22 @@ def _cycles(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagno
         for topic in written:
             for reader in readers.get(topic, []):
                 graph.add_edge(node.name, reader, topic=topic)
-    out = []
-    for cycle in sorted(nx.simple_cycles(graph), key=lambda c: sorted(c)):
-        writer = next((a for a, b in zip(cycle, cycle[1:] + cycle[:1]) if graph.edges[a, b].get("topic")), cycle[0])
-        topic = next(graph.edges[a, b]["topic"] for a, b in zip(cycle, cycle[1:] + cycle[:1]) if graph.edges[a, b].get("topic"))
-        out.append(Diagnostic(f"cycle: '{writer}' writes topic '{topic}', which feeds back into it",
-                              topology.node(writer).loc, "write to another topic", rule="cycle"))
-        break  # one cycle message is enough; fixing it usually fixes the rest
-    return out
+    cycles = [_rotated(c) for c in nx.simple_cycles(graph)]
+    if not cycles:
+        return []
+    # One message is enough (fixing it usually fixes the rest); pick it deterministically.
+    cycle = min(cycles, key=lambda c: (len(c), c))
+    for a, b in zip(cycle, cycle[1:] + cycle[:1]):
+        topic = graph.edges[a, b].get("topic")
+        if topic:
+            return [Diagnostic(f"cycle: '{a}' writes topic '{topic}', which feeds back into it",
+                               topology.node(a).loc, "write to another topic", rule="cycle")]
+    return []
+
+
+def _rotated(cycle: list[str]) -> list[str]:
+    start = cycle.index(min(cycle))
+    return cycle[start:] + cycle[:start]
 
 
 def _written_topics(node: n.Node) -> tuple[str, ...]:

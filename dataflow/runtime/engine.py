@@ -189,7 +189,7 @@ def _compile_node(node: n.Node, schema: StreamSchema, plan: ExecutionPlan, dead:
         outputs.append(output)
         return OutputStep(node.name, output)
     raise UnsupportedNode(
-        f"{node.loc}: '{node.name}' is a {node.kind} step; stateful steps (tables, windows, aggregations, joins) "
+        f"{node.loc}: '{node.name}' is a stateful step ({node.kind}); stateful steps (tables, windows, aggregations, joins) "
         "run once the state layer lands (issue: State: LevelDB tables with changelogs)")
 
 

@@ -111,5 +111,5 @@ def test_stateful_steps_are_unsupported_with_a_clear_message():
     flow.source("n", value=int).group_by(col("_value"), name="k").count(name="counts").to("out")
     plan = build_plan(flow.topology())
     agent = next(a for a in plan.agents if "counts" in a.nodes)
-    with pytest.raises(UnsupportedNode, match="'counts' is a aggregate step; stateful steps"):
+    with pytest.raises(UnsupportedNode, match=r"'counts' is a stateful step \(aggregate\); stateful steps"):
         compile_agent(plan, agent, Collect())
