@@ -217,6 +217,7 @@ def run_command(
     import time
 
     from .runtime.engine import UnsupportedNode
+    from .runtime.process import tune_for_throughput
     from .runtime.runner import InputError, RunOptions, run_plan, summary
     from .transport.base import TransportError
 
@@ -229,6 +230,7 @@ def run_command(
 
     def body():  # type: ignore[no-untyped-def]
         plan = _plan(pipeline, sets)
+        tune_for_throughput()
         started = time.monotonic()
         try:
             monitor = asyncio.run(run_plan(plan, options))

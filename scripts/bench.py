@@ -62,6 +62,7 @@ def payload(i: int) -> bytes:
 
 async def measure(scenario: str, transport_kind: str, records: int, data_dir: str) -> dict:
     from dataflow.planner import plan as build_plan
+    from dataflow.runtime.process import tune_for_throughput
     from dataflow.runtime.worker import Worker
     from dataflow.transport.base import ProducerRecord, open_transport
 
@@ -78,6 +79,7 @@ async def measure(scenario: str, transport_kind: str, records: int, data_dir: st
             await producer.send_batch([ProducerRecord("events", None, payload(i))
                                        for i in range(start, min(records, start + chunk))])
         await producer.flush()
+        tune_for_throughput()  # as `dataflow run` does
         rss_before = _rss_now()
         started = time.perf_counter()
         await worker.run(until_idle=True)
