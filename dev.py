@@ -23,9 +23,9 @@ PY = BIN / "python"
 FLAGSHIP = Path("examples") / "fraud.flow"  # relative: commands run in ROOT, plans show short paths
 
 
-def run(*cmd: str | Path, check: bool = True) -> int:
+def run(*cmd: str | Path, check: bool = True, env: dict[str, str] | None = None) -> int:
     print("+", " ".join(str(c) for c in cmd), flush=True)
-    return subprocess.run([str(c) for c in cmd], cwd=ROOT, check=check).returncode
+    return subprocess.run([str(c) for c in cmd], cwd=ROOT, check=check, env=env).returncode
 
 
 def ensure_venv(extras: str) -> None:
@@ -37,9 +37,11 @@ def ensure_venv(extras: str) -> None:
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == want:
         return
-    run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    # setuptools' editable-install notices are for package authors, not for someone trying dataflow.
+    quiet = dict(os.environ, PYTHONWARNINGS="ignore")
+    run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip", env=quiet)
     target = f".[{extras}]" if extras else "."
-    run(PY, "-m", "pip", "install", "--quiet", "-e", target)
+    run(PY, "-m", "pip", "install", "--quiet", "-e", target, env=quiet)
     stamp.write_text(want)
 
 
