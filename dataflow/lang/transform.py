@@ -168,7 +168,7 @@ class FlowTransformer(ExpressionRules):
         return BAD
 
     def __default__(self, data: str, meta: Any, children: list[Any]) -> Any:  # type: ignore[override]
-        raise NotImplementedError(f"no transformer method for grammar rule '{data}'")
+        raise RuntimeError(f"internal error: the grammar rule '{data}' has no transformer method")
 
     # ================================================================== file and header
     def start(self, meta: Any, children: list[Any]) -> Flow:
