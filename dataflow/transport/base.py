@@ -174,7 +174,26 @@ def partition_for(key: bytes | None, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-class Producer(ABC):
+class _Service(ABC):
+    """`async with` starts and stops the producer, consumer or transport."""
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+class Producer(_Service):
     """Appends records to topics.
 
     >>> async def emit(producer: Producer) -> tuple[int, int]:
@@ -203,17 +222,8 @@ class Producer(ABC):
     async def flush(self) -> None:
         """Return once everything sent so far is as durable as the driver makes it."""
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-
-class Consumer(ABC):
+class Consumer(_Service):
     """A member of a consumer group reading the partitions assigned to it.
 
     Assignment is Kafka-like: ``start()`` joins the group and ``stop()`` leaves it; each
@@ -292,17 +302,8 @@ class Consumer(ABC):
     async def end_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
         """The current log end offset of each partition."""
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-
-class Transport(ABC):
+class Transport(_Service):
     """A connection to a log of partitioned topics; the factory of producers and consumers.
 
     >>> async def setup(transport: Transport) -> dict[str, int]:
@@ -351,15 +352,6 @@ class Transport(ABC):
     ) -> Consumer:
         """A group member subscribed to ``topics``; partitions without a committed
         offset start at the log start (``earliest``) or end (``latest``)."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 _URL_HINT = "hint: use memory://, memory://NAME, local://PATH or kafka://HOST:PORT"
