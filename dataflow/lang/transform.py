@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from lark import Token, Tree
 
@@ -598,6 +598,14 @@ class FlowTransformer(ExpressionRules):
             raise LangError(str(e).replace("on='ts'", "on ts"), loc) from None
         return Step("window", loc, lambda h, name: h.window(spec, name=name, loc=loc))
 
+    def _choice(self, name: str, what: str, allowed: Sequence[str], hint: str, meta: Any,
+                children: list[Token]) -> Option:
+        """An option whose value is one keyword of `allowed`."""
+        value = children[0].value
+        if value not in allowed:
+            raise LangError(f"unknown {what} '{value}'", self._loc(children[0]), did_you_mean(value, allowed, hint))
+        return Option(name, value, self._loc(meta))
+
     def _duration_option(self, name: str, meta: Any, children: list[Token]) -> Option:
         return Option(name, parse_duration(children[0].value), self._loc(meta))
 
@@ -615,11 +623,7 @@ class FlowTransformer(ExpressionRules):
         return Option("on", field_path_text(children[0], loc, "a window's 'on'"), loc)
 
     def window_time(self, meta: Any, children: list[Token]) -> Option:
-        value = children[0].value
-        if value not in TIME_SOURCES:
-            raise LangError(f"unknown time '{value}'", self._loc(children[0]),
-                            did_you_mean(value, TIME_SOURCES, "time is event, message or processing"))
-        return Option("time", value, self._loc(meta))
+        return self._choice("time", "time", TIME_SOURCES, "time is event, message or processing", meta, children)
 
     # ------------------------------------------------------------------ aggregation
     def aggregate_stage(self, meta: Any, children: list[Any]) -> Step:
@@ -675,11 +679,7 @@ class FlowTransformer(ExpressionRules):
         return agg.reduce(path.value, args[1] if len(args) > 1 else None, initial=initial)
 
     def emit_option(self, meta: Any, children: list[Token]) -> Option:
-        value = children[0].value
-        if value not in EMIT_MODES:
-            raise LangError(f"unknown emit mode '{value}'", self._loc(children[0]),
-                            did_you_mean(value, EMIT_MODES, "emit changes or emit final"))
-        return Option("emit", value, self._loc(meta))
+        return self._choice("emit", "emit mode", EMIT_MODES, "emit changes or emit final", meta, children)
 
     # ------------------------------------------------------------------ tables
     def to_table_stage(self, meta: Any, children: list[Any]) -> Step:

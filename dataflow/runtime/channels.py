@@ -79,14 +79,7 @@ class Subscription:
         pass what it did not process."""
         self.in_flight += 1
         self._idle.clear()
-        outer = event._on_ack
-
-        def on_ack() -> None:
-            self._done()
-            if outer is not None:
-                outer()
-
-        event._on_ack = on_ack
+        _wrap_ack(event, self)
         if self.dead:
             return
         partition = event.message.partition if event.message is not None else None
