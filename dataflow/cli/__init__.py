@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from .ir.diagnostics import Diagnostic, PipelineError
+from ..ir.diagnostics import Diagnostic, PipelineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="dataflow: a declarative stream processor. Describe a pipeline once; plan it; run it.")
@@ -44,7 +44,7 @@ def render_diagnostics(diagnostics: list[Diagnostic]) -> str:
             except OSError:
                 sources[d.loc.file] = ""
     try:
-        from .lang import format_diagnostics
+        from ..lang import format_diagnostics
     except ImportError:  # the language package is absent only in a partial install
         return "\n".join(str(d) for d in diagnostics)
     return format_diagnostics(diagnostics, sources)
@@ -52,7 +52,7 @@ def render_diagnostics(diagnostics: list[Diagnostic]) -> str:
 
 def load(pipeline: str, overrides: dict[str, Any]):  # type: ignore[no-untyped-def]
     """Load a pipeline, turning every user mistake into a UserError or PipelineError."""
-    from .loader import PipelineNotFound, load_pipeline
+    from ..loader import PipelineNotFound, load_pipeline
 
     try:
         return load_pipeline(pipeline, overrides)
@@ -68,7 +68,7 @@ def load(pipeline: str, overrides: dict[str, Any]):  # type: ignore[no-untyped-d
 
 
 def _plan(pipeline: str, sets: list[str] | None):  # type: ignore[no-untyped-def]
-    from .planner import plan
+    from ..planner import plan
 
     flow = load(pipeline, _overrides(sets))
     return plan(flow.topology())
@@ -81,7 +81,7 @@ def _fail(message: str) -> None:
 
 def _guard(fn):  # type: ignore[no-untyped-def]
     """Run a command body; user mistakes print cleanly and exit 1, never a traceback."""
-    from .loader import PipelineNotFound
+    from ..loader import PipelineNotFound
 
     try:
         return fn()
@@ -105,7 +105,7 @@ def plan_command(
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
     """Compile a pipeline and print its execution plan."""
-    from .planner import render
+    from ..planner import render
 
     if format not in render.FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(render.FORMATS)}", param_hint="--format")
@@ -135,7 +135,7 @@ def check_command(
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
     """Validate a pipeline and print its diagnostics (exit 1 on error)."""
-    from .planner import check
+    from ..planner import check
 
     def body() -> None:
         flow = load(pipeline, _overrides(sets))
@@ -154,7 +154,7 @@ def fmt_command(
     check_only: bool = typer.Option(False, "--check", help="Exit 1 if the file is not formatted."),
 ) -> None:
     """Print a .flow file in its canonical layout."""
-    from .lang import format_source
+    from ..lang import format_source
 
     def body() -> str:
         try:
@@ -216,10 +216,10 @@ def run_command(
     import asyncio
     import time
 
-    from .runtime.engine import UnsupportedNode
-    from .runtime.process import tune_for_throughput
-    from .runtime.runner import InputError, RunOptions, run_plan, summary
-    from .transport.base import TransportError
+    from ..runtime.engine import UnsupportedNode
+    from ..runtime.process import tune_for_throughput
+    from ..runtime.runner import InputError, RunOptions, run_plan, summary
+    from ..transport.base import TransportError
 
     options = RunOptions(broker=broker, data_dir=data_dir, inputs=_pairs(inputs, "--input"),
                          outputs=_pairs(outputs, "--output"), keyed=keyed, until_idle=until_idle,
@@ -241,6 +241,10 @@ def run_command(
     monitor, seconds = _guard(body)
     if not quiet:
         typer.echo(summary(monitor, seconds), err=True)
+
+
+# Commands in the package's other modules register themselves on `app` when imported.
+from . import commands_registry  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,0 +1,5 @@
+"""Imports every module of the CLI package that adds commands to `dataflow.cli.app`.
+
+Each command family lives in its own module (`topics.py`, `query.py`, ...) and registers
+with `@app.command`; listing them here, once, keeps `__init__` small.
+"""
