@@ -16,3 +16,7 @@ def repo_root(monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run from the repository root: plan locations are relative to the working directory."""
     monkeypatch.chdir(REPO_ROOT)
     return REPO_ROOT
+
+
+# The Kafka-protocol test broker: any test, in any directory, may take `kafka_url`.
+pytest_plugins = ["tests.kafka_broker"]

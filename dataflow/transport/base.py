@@ -357,14 +357,16 @@ class Transport(_Service):
 _URL_HINT = "hint: use memory://, memory://NAME, local://PATH or kafka://HOST:PORT"
 
 
-def open_transport(url: str | None, data_dir: str) -> Transport:
+def open_transport(url: str | None, data_dir: str, settings: object | None = None) -> Transport:
     """Pick a transport by URL scheme (not started yet; ``await`` its ``start()``).
 
     * ``None`` or ``local://`` -- the embedded local log under ``data_dir``
     * ``local://PATH`` -- the embedded local log under ``PATH``
     * ``memory://`` -- a fresh in-process broker; ``memory://NAME`` -- the process-wide
       broker called NAME, shared by every transport opened with that URL
-    * ``kafka://...`` -- not available yet (raises :class:`TransportUnavailableError`)
+    * ``kafka://HOST:PORT[,HOST:PORT][?option=value...]`` -- Kafka (aiokafka); client
+      options come from ``settings`` (a pipeline's ``Settings``: its ``kafka_*`` fields),
+      the URL's query and ``DATAFLOW_KAFKA_*`` variables (see ``transport.kafka``)
 
     >>> open_transport("memory://", data_dir="/tmp/x").url
     'memory://'
@@ -387,8 +389,7 @@ def open_transport(url: str | None, data_dir: str) -> Transport:
 
         return LocalTransport(rest or data_dir)
     if scheme == "kafka":
-        raise TransportUnavailableError(
-            f"the kafka:// transport is not available yet (url {url!r}); "
-            "hint: use local:// (the default) or memory:// for now"
-        )
+        from dataflow.transport.kafka import KafkaTransport
+
+        return KafkaTransport(url, settings)
     raise TransportError(f"unknown transport scheme {scheme!r} in {url!r}; {_URL_HINT}")
