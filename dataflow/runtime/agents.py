@@ -13,23 +13,46 @@ logged, passed to ``on_error(agent, exc)``, and the actor is restarted with a fr
 stream, at most ``max_restarts`` times in ``restart_window`` seconds; then the agent is
 stopped. As in Faust, the event whose step raised is acked (it is not redelivered).
 A stopped agent's deliveries are never acked, so commits never pass what it missed.
+
+Agents are also services (Faust's RPC): ``await agent.ask(value)`` sends ``value`` with
+reply headers and returns what the agent yields for it; ``map``/``kvmap`` stream results
+as they come, ``join``/``kvjoin`` return them in input order. If the agent raises while
+processing an asked value, the asker gets an :class:`~dataflow.runtime.replies.AgentError`
+naming the agent and the exception. See :mod:`dataflow.runtime.replies`.
+
+>>> from dataflow.runtime.app import App
+>>> app = App("rpc")
+>>> @app.agent(concurrency=2)
+... async def double(stream):
+...     async for value in stream:
+...         yield value * 2
+>>> async def main():
+...     await app.start()
+...     try:
+...         return await double.ask(21), await double.join([1, 2, 3])
+...     finally:
+...         await app.stop()
+>>> asyncio.run(main())
+(42, [2, 4, 6])
 """
 from __future__ import annotations
 
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from dataflow.runtime.channels import Channel, Subscription, Topic
-from dataflow.runtime.events import current_event
+from dataflow.runtime.events import Event, current_event, normalize_headers
+from dataflow.runtime.replies import BarrierState, ReplyConsumer, ReplyPromise, request_headers
 from dataflow.runtime.streams import Stream
 from dataflow.runtime.supervisor import Supervisor
 from dataflow.transport.base import TP
 
 if TYPE_CHECKING:
     from dataflow.runtime.app import App
+    from dataflow.runtime.testing import AgentTestContext
 
 __all__ = ["Actor", "Agent"]
 
@@ -88,6 +111,9 @@ class Actor:
                 raise self._crash from None
             self.cancelled = True
             raise
+        except Exception as exc:
+            await self.agent._crashed(current_event(), exc)
+            raise
         finally:
             if inspect.isasyncgen(result):
                 try:
@@ -138,6 +164,8 @@ class Agent:
         self.crashes = 0
         self.stopped = False
         self._tasks: list[asyncio.Task[None]] = []
+        #: Test contexts watching this agent's results and crashes.
+        self._observers: list[AgentTestContext] = []
         self.__doc__ = getattr(fun, "__doc__", None)
 
     def __repr__(self) -> str:
@@ -157,13 +185,180 @@ class Agent:
         partition: int | None = None,
         timestamp: int | None = None,
         headers: Any = None,
+        reply_to: Any = None,
+        correlation_id: str | None = None,
     ) -> Any:
-        """Send a value to the agent's topic or channel."""
+        """Send a value to the agent's topic or channel; with ``reply_to`` (a topic name,
+        topic or topic-backed agent) and ``correlation_id``, the agent's result for it is
+        sent there (nobody waits for it: see :meth:`ask_nowait` for that)."""
+        if reply_to is not None:
+            if not correlation_id:
+                raise ValueError("send(reply_to=...) needs a correlation_id")
+            headers = normalize_headers(headers) + request_headers(_topic_name(reply_to), correlation_id)
         return await self.channel.send(key=key, value=value, partition=partition, timestamp=timestamp, headers=headers)
 
-    async def cast(self, value: Any = None, *, key: Any = None, partition: int | None = None, headers: Any = None) -> None:
+    async def cast(
+        self,
+        value: Any = None,
+        *,
+        key: Any = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        headers: Any = None,
+    ) -> None:
         """Send without expecting a reply (Faust's ``cast``)."""
-        await self.send(key=key, value=value, partition=partition, headers=headers)
+        await self.send(key=key, value=value, partition=partition, timestamp=timestamp, headers=headers)
+
+    # -- RPC -----------------------------------------------------------------------------
+
+    async def ask(
+        self,
+        value: Any = None,
+        *,
+        key: Any = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        headers: Any = None,
+        reply_to: Any = None,
+        correlation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send ``value`` and return the agent's result for it: the first value the agent
+        yields while processing it. Raises :class:`~dataflow.runtime.replies.AgentError`
+        if the agent raised, and :class:`~dataflow.runtime.replies.AskTimeout` after
+        ``timeout`` seconds (default: the app's ``reply_expires``) without a reply.
+        ``reply_to`` defaults to the app's reply topic; ``correlation_id`` to a new UUID."""
+        promise = await self.ask_nowait(
+            value, key=key, partition=partition, timestamp=timestamp, headers=headers,
+            reply_to=reply_to, correlation_id=correlation_id, timeout=timeout,
+        )
+        return await promise
+
+    async def ask_nowait(
+        self,
+        value: Any = None,
+        *,
+        key: Any = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        headers: Any = None,
+        reply_to: Any = None,
+        correlation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> ReplyPromise:
+        """Like :meth:`ask`, but return once the request is sent, with a
+        :class:`~dataflow.runtime.replies.ReplyPromise` to ``await`` for the result."""
+        replies, topic = await self._prepare_ask(reply_to)
+        promise = ReplyPromise(topic, correlation_id or "")
+        replies.add(promise.correlation_id, promise, timeout=self._timeout(timeout), label=f"agent {self.name!r}")
+        try:
+            await self.send(key=key, value=value, partition=partition, timestamp=timestamp, headers=headers,
+                            reply_to=topic, correlation_id=promise.correlation_id)
+        except BaseException:
+            replies.discard([promise.correlation_id])
+            raise
+        return promise
+
+    async def map(
+        self,
+        values: Iterable[Any] | AsyncIterable[Any],
+        key: Any = None,
+        *,
+        reply_to: Any = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Any]:
+        """Ask for each of ``values`` (all with ``key``); yield the results as they
+        arrive, which need not be the input order (see :meth:`join`)."""
+        async for value in self.kvmap(_with_key(key, values), reply_to=reply_to, timeout=timeout):
+            yield value
+
+    async def kvmap(
+        self,
+        items: Iterable[tuple[Any, Any]] | AsyncIterable[tuple[Any, Any]],
+        *,
+        reply_to: Any = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Any]:
+        """:meth:`map` over ``(key, value)`` pairs."""
+        replies, topic = await self._prepare_ask(reply_to)
+        barrier = BarrierState(topic)
+        try:
+            async for _ in self._barrier_send(barrier, replies, items, topic, timeout):
+                try:
+                    _, value = barrier.get_nowait()  # yield what has come while sending
+                except asyncio.QueueEmpty:
+                    continue
+                yield value
+            barrier.finalize()
+            async for _, value in barrier.iterate():
+                yield value
+        finally:
+            replies.discard(barrier.correlation_ids)
+
+    async def join(
+        self,
+        values: Iterable[Any] | AsyncIterable[Any],
+        key: Any = None,
+        *,
+        reply_to: Any = None,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Ask for each of ``values`` (all with ``key``); return the results in input
+        order once all have come. The first failure raises."""
+        return await self.kvjoin(_with_key(key, values), reply_to=reply_to, timeout=timeout)
+
+    async def kvjoin(
+        self,
+        items: Iterable[tuple[Any, Any]] | AsyncIterable[tuple[Any, Any]],
+        *,
+        reply_to: Any = None,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """:meth:`join` over ``(key, value)`` pairs."""
+        replies, topic = await self._prepare_ask(reply_to)
+        barrier = BarrierState(topic)
+        try:
+            position: dict[str, int] = {}
+            async for correlation_id in self._barrier_send(barrier, replies, items, topic, timeout):
+                position[correlation_id] = len(position)
+            barrier.finalize()
+            results: list[Any] = [None] * barrier.total
+            async for correlation_id, value in barrier.iterate():
+                results[position[correlation_id]] = value
+            return results
+        finally:
+            replies.discard(barrier.correlation_ids)
+
+    async def _barrier_send(
+        self,
+        barrier: BarrierState,
+        replies: ReplyConsumer,
+        items: Iterable[tuple[Any, Any]] | AsyncIterable[tuple[Any, Any]],
+        reply_to: str,
+        timeout: float | None,
+    ) -> AsyncIterator[str]:
+        expires = self._timeout(timeout)
+        label = f"agent {self.name!r}"
+        async for key, value in _aiter(items):
+            promise = ReplyPromise(reply_to)
+            barrier.add(promise)
+            replies.add(promise.correlation_id, barrier, timeout=expires, label=label)
+            await self.send(key=key, value=value, reply_to=reply_to, correlation_id=promise.correlation_id)
+            yield promise.correlation_id
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.app.reply_expires if timeout is None else timeout
+
+    async def _prepare_ask(self, reply_to: Any) -> tuple[ReplyConsumer, str]:
+        if inspect.iscoroutinefunction(self.fun):
+            raise TypeError(
+                f"agent {self.name!r} cannot reply: its function does not yield results; "
+                "hint: `yield` the result inside `async for`, or use cast() to send without a reply"
+            )
+        replies = await self.app.replies()
+        topic = replies.topic if reply_to is None else _topic_name(reply_to)
+        await replies.subscribe(topic)
+        return replies, topic
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -175,6 +370,7 @@ class Agent:
         return self.concurrency
 
     def start(self) -> None:
+        self.stopped = False
         self.subscription = self.app._subscribe(self.channel, self.name, self.size)
         self.actors = [Actor(self, i) for i in range(self.size)]
         self._tasks = [asyncio.ensure_future(self._supervise(i)) for i in range(self.size)]
@@ -217,6 +413,14 @@ class Agent:
                     return
                 logger.warning("agent %s actor %d restarting", self.name, index)
 
+    async def _crashed(self, event: Event | None, exc: BaseException) -> None:
+        """An actor raised while processing ``event``: answer its asker with the error."""
+        if event is not None and event.headers:
+            await self.app._reply(event, error=f"agent {self.name!r} failed: {type(exc).__name__}: {exc}",
+                                  agent=self.name)
+        for observer in self._observers:
+            observer._on_crash(event, exc)
+
     async def _call_on_error(self, exc: BaseException) -> None:
         if self.on_error is None:
             return
@@ -249,6 +453,8 @@ class Agent:
     # -- sinks ---------------------------------------------------------------------------
 
     async def _delegate(self, value: Any) -> None:
+        """A value the agent yielded: to every sink, then (if the event asked) to the
+        asker, so an answered ask means the sinks have it."""
         event = current_event()
         key = event.key if event is not None else None
         for sink in self.sinks:
@@ -260,3 +466,42 @@ class Agent:
                 result = sink(value)
                 if inspect.isawaitable(result):
                     await result
+        if event is not None and event.headers:
+            await self.app._reply(event, value, agent=self.name)
+        for observer in self._observers:
+            observer._on_result(event, value)
+
+    # -- testing -------------------------------------------------------------------------
+
+    def test_context(self) -> AgentTestContext:
+        """Run this agent alone, in-process, on a private ``memory://`` log, to test it:
+        ``async with agent.test_context() as ctx: await ctx.put(value)``. See
+        :class:`~dataflow.runtime.testing.AgentTestContext`."""
+        from dataflow.runtime.testing import AgentTestContext
+
+        return AgentTestContext(self)
+
+
+def _topic_name(target: Any) -> str:
+    """The topic a reply goes to: a name, a topic, or an agent reading a topic."""
+    channel = target.channel if isinstance(target, Agent) else target
+    if isinstance(channel, str):
+        return channel
+    if isinstance(channel, Topic):
+        return channel.name
+    raise TypeError(f"cannot send replies to {target!r}; hint: reply_to takes a topic name, a topic, "
+                    "or an agent that reads a topic")
+
+
+async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+async def _with_key(key: Any, values: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[Any, Any]]:
+    async for value in _aiter(values):
+        yield key, value

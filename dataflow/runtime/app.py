@@ -39,6 +39,8 @@ from dataflow.runtime.codecs import Codec
 from dataflow.runtime.events import Event
 from dataflow.runtime.monitor import Monitor
 from dataflow.runtime.offsets import Tracker
+from dataflow.runtime.replies import ReplyConsumer, encode_reply_value, reply_address, reply_to_record
+from dataflow.runtime.timers import Crontab, Task, Timer
 from dataflow.transport.base import (
     TP,
     Consumer,
@@ -64,6 +66,12 @@ class App:
     ``broker``: ``"memory://"`` (default), ``memory://NAME``, ``local://PATH``, ``None``
     for the embedded local log under ``data_dir`` (default ``./.dataflow/<name>``), or a
     :class:`Transport` instance (which the app starts but does not stop).
+
+    RPC settings (see :meth:`Agent.ask <dataflow.runtime.agents.Agent.ask>`): replies to
+    this app's asks go to the topic ``reply_to`` (default ``{reply_to_prefix}{name}``,
+    one partition); an ask without a reply after ``reply_expires`` seconds fails with
+    :class:`~dataflow.runtime.replies.AskTimeout`. ``client_only=True`` starts only what
+    asking needs (a producer and the reply consumer): no agents, timers or consumer group.
     """
 
     def __init__(
@@ -82,15 +90,19 @@ class App:
         shutdown_timeout: float = 30.0,
         max_restarts: int = 10,
         restart_window: float = 60.0,
+        reply_to: str | None = None,
+        reply_to_prefix: str = "dataflow-reply-",
+        reply_expires: float = 30.0,
+        client_only: bool = False,
         monitor: Monitor | None = None,
     ) -> None:
         TopicSpec(name, 1)  # the app name prefixes internal topics: check it once, here
         self.name = name
         self.data_dir = Path(data_dir) if data_dir is not None else Path(".dataflow") / name
-        if isinstance(broker, Transport):
-            self.transport, self._owns_transport = broker, False
-        else:
-            self.transport, self._owns_transport = open_transport(broker, str(self.data_dir)), True
+        self.transport: Transport
+        self._owns_transport = True
+        self.started = False
+        self.set_broker(broker)
         self.commit_every = commit_every
         self.commit_interval = commit_interval
         self.topic_partitions = topic_partitions
@@ -101,14 +113,32 @@ class App:
         self.shutdown_timeout = shutdown_timeout
         self.max_restarts = max_restarts
         self.restart_window = restart_window
+        self.reply_to = reply_to or f"{reply_to_prefix}{name}"
+        TopicSpec(self.reply_to, 1)
+        self.reply_expires = reply_expires
+        self.client_only = client_only
         self.monitor = monitor or Monitor()
         self.dead_letter_topic = f"{name}-dead-letters"
 
         self.agents: dict[str, Agent] = {}
+        #: ``@app.task``, ``@app.timer`` and ``@app.crontab`` functions, in declaration order.
+        self.tasks: list[Task] = []
         self._topics: dict[str, list[Topic]] = {}
         self._channels: list[Channel] = []
+        self._only_agents: set[str] | None = None
+        self.started = False
+        self._stopping = False
+        self._stop_requested: asyncio.Event | None = None
+        self._reset_runtime()
+
+    def _reset_runtime(self) -> None:
+        """Fresh run-time state for a start: subscriptions, offsets and asyncio objects
+        belong to one run (and one event loop), so an app can be started again, e.g. by
+        one test after another."""
         self._topic_subs: dict[str, list[tuple[Topic, Subscription]]] = {}
         self._subs: dict[str, Subscription] = {}
+        for channel in self._channels:
+            channel.subscriptions.clear()
         self._created: set[str] = set()
         self._tracker = Tracker()
         self._producer: Producer | None = None
@@ -122,9 +152,27 @@ class App:
         self._fetch_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._stopped_agents: list[Agent] = []
-        self.started = False
-        self._stopping = False
-        self._stop_requested: asyncio.Event | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._busy_tasks = 0
+        self._reply_consumer: ReplyConsumer | None = None
+        self._reply_lock = asyncio.Lock()
+
+    def set_broker(self, broker: str | Transport | None, data_dir: str | Path | None = None) -> None:
+        """Point the app at another broker before it starts (what ``dataflow ask
+        --broker`` and test contexts do); same values as the ``broker`` argument.
+
+        >>> app = App("shop")
+        >>> app.set_broker("memory://other"); app.transport.url
+        'memory://other'
+        """
+        if self.started:
+            raise RuntimeError(f"app {self.name!r} is running; hint: stop it before changing its broker")
+        if data_dir is not None:
+            self.data_dir = Path(data_dir)
+        if isinstance(broker, Transport):
+            self.transport, self._owns_transport = broker, False
+        else:
+            self.transport, self._owns_transport = open_transport(broker, str(self.data_dir)), True
 
     def __repr__(self) -> str:
         return f"<App {self.name} on {self.transport.url}>"
@@ -205,6 +253,78 @@ class App:
 
         return decorate
 
+    def task(self, fun: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+        """Run an ``async def`` once the app has started: its agents wait for their
+        streams and the consumer has joined its group (Faust's ``@app.task``). The function
+        takes no argument, or the app. :meth:`run_until_idle` waits for tasks to finish.
+
+        >>> app = App("tasks")
+        >>> @app.task
+        ... async def hello(app):
+        ...     print("started", app.name)
+        >>> asyncio.run(app.run_until_idle())
+        started tasks
+        """
+        def decorate(fun: Callable[..., Any]) -> Callable[..., Any]:
+            self._add_task(Task(fun, name=name))
+            return fun
+
+        return decorate(fun) if fun is not None else decorate
+
+    def timer(self, interval: float, *, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Run an ``async def`` every ``interval`` seconds while the app runs, the first
+        time one interval after start (Faust's ``@app.timer``). Runs keep to a fixed grid
+        (start + n × interval): a slow run or a late wake-up shortens the next sleep, and a
+        run longer than an interval skips the ticks it missed (see
+        :class:`~dataflow.runtime.timers.Timer`).
+
+        >>> app = App("timers")
+        >>> @app.timer(interval=60.0)
+        ... async def report():
+        ...     pass
+        >>> app.tasks
+        [<Timer report>]
+        """
+        def decorate(fun: Callable[..., Any]) -> Callable[..., Any]:
+            self._add_task(Timer(fun, interval, name=name))
+            return fun
+
+        return decorate
+
+    def crontab(self, cron_format: str, *, timezone: Any = None, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Run an ``async def`` at the times of a cron spec, in ``timezone`` (a
+        ``tzinfo``; default UTC), while the app runs (Faust's ``@app.crontab``).
+
+        >>> app = App("cron")
+        >>> @app.crontab("30 18 * * mon-fri")
+        ... async def evening_report():
+        ...     pass
+        >>> app.tasks
+        [<Crontab evening_report>]
+        """
+        def decorate(fun: Callable[..., Any]) -> Callable[..., Any]:
+            self._add_task(Crontab(fun, cron_format, tz=timezone, name=name))
+            return fun
+
+        return decorate
+
+    def _add_task(self, task: Task) -> None:
+        if self.started:
+            raise RuntimeError(f"{task!r} declared after app {self.name!r} started")
+        self.tasks.append(task)
+
+    def _start_background(self) -> None:
+        for task in self.tasks:
+            if type(task) is Task:
+                self._busy_tasks += 1
+            future = asyncio.ensure_future(task.run(self))
+            future.add_done_callback(partial(self._background_done, type(task) is Task))
+            self._background.append(future)
+
+    def _background_done(self, one_shot: bool, future: asyncio.Task[None]) -> None:
+        if one_shot:
+            self._busy_tasks -= 1
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -212,15 +332,19 @@ class App:
         its first event, so topics its streams derive are subscribed from the start)."""
         if self.started:
             return
+        self._reset_runtime()
         self.started = True
         self._stopping = False
         await self.transport.start()
         self._producer = self.transport.producer()
         await self._producer.start()
+        if self.client_only:
+            return
         await self._ensure_topics(sorted(self._topics))
-        for agent in self.agents.values():
+        agents = [agent for name, agent in self.agents.items() if self._only_agents is None or name in self._only_agents]
+        for agent in agents:
             agent.start()
-        waiting = [agent.wait_ready() for agent in self.agents.values()]
+        waiting = [agent.wait_ready() for agent in agents]
         if waiting:
             try:
                 await asyncio.wait_for(asyncio.gather(*waiting), self.startup_timeout)
@@ -230,6 +354,8 @@ class App:
         await self._start_consumer({})
         self._fetch_task = asyncio.ensure_future(self._fetch_loop())
         self._commit_task = asyncio.ensure_future(self._commit_loop())
+        if self._only_agents is None:
+            self._start_background()
 
     async def stop(self) -> None:
         """Stop consuming, drain in-flight work, commit, and close."""
@@ -237,6 +363,9 @@ class App:
             return
         self._stopping = True
         try:
+            for future in self._background:
+                future.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
             if self._fetch_task is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(self._fetch_task), self.shutdown_timeout)
@@ -255,6 +384,8 @@ class App:
             await self._commit()
             if self._consumer is not None:
                 await self._consumer.stop()
+            if self._reply_consumer is not None:
+                await self._reply_consumer.stop()
             if self._producer is not None:
                 await self._producer.stop()
         finally:
@@ -302,8 +433,9 @@ class App:
             await self.stop()
 
     async def is_idle(self) -> bool:
-        """No message fetched and unprocessed, nothing buffered, no consumer lag."""
-        if self._resubscribe_needed or self._delivering:
+        """No message fetched and unprocessed, nothing buffered, no consumer lag, no
+        ``@app.task`` still running."""
+        if self._resubscribe_needed or self._delivering or self._busy_tasks:
             return False
         if any(not sub.dead and not sub.idle for sub in self._all_subscriptions()):
             return False
@@ -408,6 +540,40 @@ class App:
             self.monitor.on_sent(topic, count)
         return results
 
+    # -- replies ---------------------------------------------------------------------------
+
+    async def replies(self) -> ReplyConsumer:
+        """The app's :class:`~dataflow.runtime.replies.ReplyConsumer`, started on first use
+        (it reads the reply topic ``reply_to`` from its end)."""
+        if self._producer is None:
+            raise RuntimeError(f"app {self.name!r} is not started; hint: await app.start() before asking")
+        async with self._reply_lock:
+            if self._reply_consumer is None:
+                consumer = ReplyConsumer(self, self.reply_to)
+                await consumer.start()
+                self._reply_consumer = consumer
+        return self._reply_consumer
+
+    async def _reply(self, event: Event, value: Any = None, *, error: str | None = None, agent: str = "") -> None:
+        """Answer ``event`` if it asked for a reply: with ``value``, or with ``error``."""
+        if not event.headers or reply_address(event.headers) is None:
+            return
+        key = event.message.key if event.message is not None else None
+        if error is None:
+            try:
+                data = encode_reply_value(value)
+            except Exception as exc:  # noqa: BLE001 - any unencodable result
+                error = f"agent {agent!r} returned a value that cannot be sent as a reply: {type(exc).__name__}: {exc}"
+            else:
+                record = reply_to_record(event.headers, value=data, key=key)
+        if error is not None:
+            record = reply_to_record(event.headers, error=error, key=key)
+        assert record is not None
+        try:
+            await self._produce_many([record])
+        except Exception as exc:  # noqa: BLE001 - the asker times out; the agent goes on
+            logger.warning("app %s: could not send the reply to %s: %s", self.name, record.topic, exc)
+
     # -- the conductor ---------------------------------------------------------------------
 
     async def _start_consumer(self, positions: dict[TP, int]) -> None:
@@ -487,6 +653,12 @@ class App:
                 targets.append((sub, result[0], result[1]))
             if error is not None:
                 dead.append(self._dead_letter(message, error.stage, error.reason))
+                if message.headers:
+                    # An asker waits for this one: tell it now rather than let it time out.
+                    reply = reply_to_record(message.headers, key=message.key,
+                                            error=f"{tp.topic}: value rejected ({error.stage}): {error.reason}")
+                    if reply is not None:
+                        dead.append(reply)
             plans.append((message, targets))
         if dead:
             # In the log before the bad messages are acked, so a commit never loses them.

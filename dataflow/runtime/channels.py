@@ -67,6 +67,8 @@ class Subscription:
         self._rotation = itertools.count()
         #: Called with the number of events delivered, for the monitor.
         self.on_event: Callable[[int], None] | None = None
+        #: Called with every event put here (test contexts find the event of a put).
+        self.observer: Callable[[Event], None] | None = None
 
     def queue_for(self, partition: int | None) -> asyncio.Queue[Event]:
         if partition is None:
@@ -80,6 +82,8 @@ class Subscription:
         self.in_flight += 1
         self._idle.clear()
         _wrap_ack(event, self)
+        if self.observer is not None:
+            self.observer(event)
         if self.dead:
             return
         partition = event.message.partition if event.message is not None else None

@@ -7,8 +7,9 @@ loop) the step's ``finally`` acks the event. So an offset becomes committable on
 the code that received it has finished with it.
 
 Derived streams (``through``, ``group_by``) read another topic; a background *pump*
-owned by the actor iterates this stream and sends each value there, acking the source
-event once the send is in the log.
+owned by the actor iterates this stream and sends each value there, with the event's
+headers (so an agent that repartitions still answers asks), acking the source event
+once the send is in the log.
 """
 from __future__ import annotations
 
@@ -237,7 +238,10 @@ class Stream:
         async def forward(stream: Stream) -> None:
             async for value in stream:
                 event = current_event()
-                await target.send(key=event.key if event is not None else None, value=value)
+                if event is None:
+                    await target.send(value=value)
+                else:  # headers go along (as Faust's forward does), so an ask is answered downstream
+                    await target.send(key=event.key, value=value, headers=event.headers)
 
         return self._derive(target, forward)
 
@@ -281,7 +285,8 @@ class Stream:
                 new_key = get_key(value)
                 if inspect.isawaitable(new_key):
                     new_key = await new_key
-                await topic.send(key=new_key, value=value)
+                event = current_event()
+                await topic.send(key=new_key, value=value, headers=event.headers if event is not None else None)
 
         return self._derive(topic, repartition)
 
