@@ -161,13 +161,16 @@ def test_malformed_input_option(workdir):
     assert "expected TOPIC=FILE, got 'payments'" in result.stderr
 
 
-def test_stateful_pipeline_is_a_one_line_error(workdir):
-    result = invoke("stateful.py", "-i", "lines=in.jsonl", "--until-idle")
-    assert result.exit_code == 1
-    assert "Traceback" not in result.output
-    assert len(result.stderr.splitlines()) == 1
-    assert result.stderr.startswith("error: ")
-    assert "'counts' is a stateful step (aggregate); stateful steps" in result.stderr
+def test_stateful_pipeline_keeps_its_counts_across_runs(workdir):
+    Path("words.jsonl").write_text('"x"\n"y"\n"x"\n')
+    first = invoke("stateful.py", "-i", "lines=words.jsonl", "-o", "counts-out=-", "--until-idle", "-q")
+    assert first.exit_code == 0, first.output
+    assert sorted((r["key"], r["value"]["count"]) for r in lines_of(first.stdout)) == [("x", 1), ("x", 2), ("y", 1)]
+    Path("more.jsonl").write_text('"x"\n')
+    second = invoke("stateful.py", "-i", "lines=more.jsonl", "-o", "counts-out=-", "--until-idle", "-q")
+    assert second.exit_code == 0, second.output
+    # the tailer resumes after what the first run printed; the table resumes at x=2
+    assert [(r["key"], r["value"]["count"]) for r in lines_of(second.stdout)] == [("x", 3)]
 
 
 def test_missing_pipeline_file(workdir):

@@ -27,6 +27,11 @@ def join_store(join: str, side: str) -> str:
     return f"{join}.{side}"
 
 
+def window_events_store(aggregate: str) -> str:
+    """The store of a sliding-window aggregate's buffered events (its windows are rebuilt from them)."""
+    return f"{aggregate}.events"
+
+
 def internal_topic_names(topology: Topology, node: n.Node) -> list[str]:
     """The internal topics a node will own once planned (for collision checks)."""
     app = topology.name
@@ -35,5 +40,13 @@ def internal_topic_names(topology: Topology, node: n.Node) -> list[str]:
     if isinstance(node, n.Repartition):
         return [node.topic]
     if isinstance(node, (n.Aggregate, n.ToTable)):
-        return [changelog_topic(app, node.name)]
+        names = [changelog_topic(app, node.name)]
+        if _is_sliding(topology, node):
+            names.append(changelog_topic(app, window_events_store(node.name)))
+        return names
     return []
+
+
+def _is_sliding(topology: Topology, node: n.Node) -> bool:
+    return any(isinstance(w := topology.node(p), n.Window) and w.window == "sliding"
+               for p in topology.predecessors(node.name))

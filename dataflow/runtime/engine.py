@@ -122,11 +122,13 @@ class CompiledAgent:
     source_types: dict[str, StreamSchema]  # topic -> schema of what is read
 
 
-def compile_agent(plan: ExecutionPlan, agent: AgentPlan | str, dead: Dead) -> CompiledAgent:
+def compile_agent(plan: ExecutionPlan, agent: AgentPlan | str, dead: Dead,
+                  tables: dict[str, Any] | None = None) -> CompiledAgent:
     """Build the steps of one agent (sub-topology).
 
     Pass the `AgentPlan` itself: agent names are not unique (several sub-topologies
-    that read one repartition topic are all named after it).
+    that read one repartition topic are all named after it). `tables` maps store names
+    to the `runtime.tables.Table` objects stateful steps use (see `runtime.state`).
     """
     if isinstance(agent, str):
         agent = next(a for a in plan.agents if a.name == agent)
@@ -137,16 +139,17 @@ def compile_agent(plan: ExecutionPlan, agent: AgentPlan | str, dead: Dead) -> Co
     for name in agent.nodes:
         node = topo.node(name)
         in_schema = _input_schema(plan, name)
-        steps[name] = _compile_node(node, in_schema, plan, dead, outputs)
+        if node.kind in n.STATEFUL_KINDS:
+            from .stateful import compile_stateful  # stateful steps build on this module's Step
+
+            steps[name] = compile_stateful(node, plan, dead, tables if tables is not None else {})
+        else:
+            steps[name] = _compile_node(node, in_schema, plan, dead, outputs)
     for name in agent.nodes:
         for target, edge in topo.outputs(name):
             if target not in members:
                 continue
-            src = steps[name]
-            if isinstance(src, BranchStep):
-                src.port_successors[edge.port or src.ports[0]].append(steps[target])
-            else:
-                src.successors.append(steps[target])
+            _connect(steps[name], edge, _entry(steps[target], edge))
     entries: dict[str, list[Step]] = {}
     timestamp_fields: dict[str, tuple[str, ...] | None] = {}
     source_types: dict[str, StreamSchema] = {}
@@ -155,12 +158,25 @@ def compile_agent(plan: ExecutionPlan, agent: AgentPlan | str, dead: Dead) -> Co
         if reader in members:
             targets = [steps[reader]]
         else:  # a topic boundary written upstream: its successors here read it
-            targets = [steps[t] for t in topo.successors(reader) if t in members]
+            targets = [_entry(steps[t], edge) for t, edge in topo.outputs(reader) if t in members]
         entries.setdefault(topic, []).extend(targets)
         ts_field = node.timestamp_field if isinstance(node, n.Source) else None
         timestamp_fields[topic] = tuple(ts_field.split(".")) if ts_field else None
         source_types[topic] = plan.schemas[reader]
     return CompiledAgent(agent.name, entries, outputs, steps, timestamp_fields, source_types)
+
+
+def _entry(step: Step, edge: Any) -> Step:
+    """Where an edge enters `step`: a join takes each side through its own entry."""
+    sides = getattr(step, "sides", None)
+    return sides[edge.side or "left"] if sides else step
+
+
+def _connect(src: Step, edge: Any, target: Step) -> None:
+    if isinstance(src, BranchStep):
+        src.port_successors[edge.port or src.ports[0]].append(target)
+    else:
+        src.successors.append(target)
 
 
 def _input_schema(plan: ExecutionPlan, name: str) -> StreamSchema:
@@ -172,7 +188,7 @@ def _input_schema(plan: ExecutionPlan, name: str) -> StreamSchema:
 
 def _compile_node(node: n.Node, schema: StreamSchema, plan: ExecutionPlan, dead: Dead,
                   outputs: list[Output]) -> Step:
-    if isinstance(node, (n.Source, n.Merge)):
+    if isinstance(node, (n.Source, n.Merge, n.Window)):
         return Passthrough(node.name)
     if node.stateless:
         steps = node.steps if isinstance(node, n.Fused) else (node,)
@@ -190,9 +206,7 @@ def _compile_node(node: n.Node, schema: StreamSchema, plan: ExecutionPlan, dead:
         output = Output(node.sink, node.target, node.serializer, func, node=node.name)
         outputs.append(output)
         return OutputStep(node.name, output)
-    raise UnsupportedNode(
-        f"{node.loc}: '{node.name}' is a stateful step ({node.kind}); stateful steps (tables, windows, aggregations, joins) "
-        "run once the state layer lands (issue: State: LevelDB tables with changelogs)")
+    raise UnsupportedNode(f"{node.loc}: no runtime step for '{node.name}' ({node.kind})")
 
 
 def _chain_function(name: str, steps: tuple[n.Node, ...], schema: StreamSchema, outputs: list[Output]) -> Callable[..., None]:

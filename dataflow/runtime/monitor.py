@@ -21,6 +21,9 @@ class Monitor:
         self.events_by_agent: dict[str, int] = defaultdict(int)
         self.dead_letters_by_reason: dict[str, int] = defaultdict(int)
         self.send_errors = 0
+        self.late_by_step: dict[str, int] = defaultdict(int)
+        self.changelog_records = 0
+        self.restored_records = 0
         self.commits = 0
         self.committed: dict[str, int] = {}
         self.read: dict[str, int] = {}
@@ -40,6 +43,10 @@ class Monitor:
 
     def on_dead_letter(self, stage: str) -> None:
         self.dead_letters_by_reason[stage] += 1
+
+    def on_late(self, step: str, count: int) -> None:
+        """Events a window or join dropped because they arrived after it closed."""
+        self.late_by_step[step] += count
 
     def on_batch(self, seconds: float) -> None:
         self.batches += 1
@@ -72,6 +79,10 @@ class Monitor:
             "dead_letters": sum(self.dead_letters_by_reason.values()),
             "dead_letters_by_stage": dict(sorted(self.dead_letters_by_reason.items())),
             "send_errors": self.send_errors,
+            "late_events": sum(self.late_by_step.values()),
+            "late_events_by_step": dict(sorted(self.late_by_step.items())),
+            "changelog_records": self.changelog_records,
+            "restored_records": self.restored_records,
             "commits": self.commits,
             "batches": self.batches,
             "batch_seconds_avg": round(self.batch_seconds / self.batches, 6) if self.batches else 0.0,

@@ -49,6 +49,17 @@ def data_dir_for(plan: ExecutionPlan, options: RunOptions) -> str:
     return options.data_dir or plan.settings.data_dir or str(Path(".dataflow") / plan.name)
 
 
+def state_dir_for(transport: Any, data_dir: str) -> str | None:
+    """Where table stores live: beside the local log, or in the data dir for a remote broker;
+    on memory:// state is as ephemeral as the topics."""
+    url = transport.url
+    if url.startswith("memory://"):
+        return None
+    if url.startswith("local://"):
+        return url[len("local://"):]
+    return data_dir
+
+
 async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
     """Run `plan` until stopped (or idle); returns the monitor with everything counted."""
     topics = {t.name: t for t in plan.topics}
@@ -64,7 +75,8 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
     worker = Worker(plan, transport, WorkerOptions(batch_size=plan.settings.batch_size,
                                                    commit_every=plan.settings.commit_every,
                                                    commit_interval=plan.settings.commit_interval,
-                                                   stdout=options.stdout))
+                                                   stdout=options.stdout,
+                                                   data_dir=state_dir_for(transport, data_dir)))
     tailers: list[_Tailer] = []
     feeders: list[asyncio.Task[int]] = []
     progress: asyncio.Task[None] | None = None
@@ -257,6 +269,11 @@ def summary(monitor: Monitor, seconds: float) -> str:
     if d["dead_letters"]:
         stages = ", ".join(f"{k}: {v}" for k, v in d["dead_letters_by_stage"].items())
         lines.append(f"  dead letters: {d['dead_letters']:,} ({stages})")
+    if d["late_events"]:
+        steps = ", ".join(f"{k}: {v}" for k, v in d["late_events_by_step"].items())
+        lines.append(f"  late events dropped: {d['late_events']:,} ({steps})")
+    if d["restored_records"]:
+        lines.append(f"  state restored from changelogs: {d['restored_records']:,} records")
     lines.append(f"  commits: {d['commits']}")
     return "\n".join(lines)
 

@@ -10,6 +10,14 @@ acked offset (`runtime.offsets`), every `commit_every` messages or
 Malformed records (undecodable, not matching their declared type, or failing
 in a step) go to `<pipeline>-dead-letters` with their original key and value
 bytes and the reason in headers; the stream goes on.
+
+Stateful steps keep their tables in a `StateManager` (`runtime.state`): partitions open
+and are rebuilt from their changelogs when assigned, and every commit writes the
+changelog before the offsets. On the embedded local log a commit is ONE atomic write of
+the outputs produced since the last commit, the changelog records and the consumer
+offsets, so a crash at any moment replays exactly the uncommitted input against exactly
+the committed state (exactly-once). Elsewhere outputs are produced per batch and the
+guarantee is at-least-once.
 """
 from __future__ import annotations
 
@@ -30,6 +38,8 @@ from .engine import CompiledAgent, Output, Rec, Step, compile_agent
 from .monitor import Monitor
 from .offsets import Tracker
 from .records import validator
+from .state import StateManager, make_tables
+from .stateful import StatefulStep
 
 
 def _compact(data: bytes) -> bytes:
@@ -53,6 +63,7 @@ class _Route:
     key_codec: Any
     check: Callable[[Any], Any] | None
     timestamp_field: tuple[str, ...] | None
+    tombstones: bool = False  # a table source: a null value deletes its key
 
 
 @dataclass
@@ -62,6 +73,8 @@ class WorkerOptions:
     commit_interval: float = 1.0
     poll_timeout: float = 0.05
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    #: where LevelDB table stores live; None keeps state in memory (as memory:// does)
+    data_dir: str | None = None
 
 
 class Worker:
@@ -101,12 +114,21 @@ class Worker:
         self._since_commit = 0
         self._last_commit = time.monotonic()
         self._files: dict[str, TextIO] = {}
+        self.tables = make_tables(plan)
+        self.state = StateManager(plan, transport, "leveldb" if self.options.data_dir else "memory",
+                                  self.options.data_dir, self.tables)
+        self.stateful: list[StatefulStep] = []
+        # The embedded local log writes outputs, changelogs and offsets in one transaction.
+        self.transactional = hasattr(transport, "transaction")
+        self._unwritten: list[ProducerRecord] = []  # outputs waiting for the next transaction
+        self._lock = asyncio.Lock()  # a batch, a commit and a rebalance never interleave
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         await self.transport.create_topics([TopicSpec(t.name, t.partitions, t.compacted) for t in self.plan.topics])
+        order = {name: i for i, name in enumerate(self.plan.topology.order())}
         for agent in self.plan.agents:
-            compiled = compile_agent(self.plan, agent, self._on_step_error)
+            compiled = compile_agent(self.plan, agent, self._on_step_error, self.tables)
             self.agents.append(compiled)
             for topic, steps in compiled.entries.items():
                 tplan = self.plan.topic(topic)
@@ -114,19 +136,44 @@ class Worker:
                 self.routes.setdefault(topic, []).append(_Route(
                     topic, steps, agent.name, get_codec(tplan.serializer), get_codec("json"),
                     validator(schema.value) if tplan.role in ("source", "table-source") else None,
-                    compiled.timestamp_fields.get(topic)))
+                    compiled.timestamp_fields.get(topic), tplan.role == "table-source"))
+            self.stateful.extend(s for s in compiled.steps.values() if isinstance(s, StatefulStep))
+        # Ticks run upstream first: what one step closes may feed (and close) the next.
+        self.stateful.sort(key=lambda s: order.get(s.name, 0))
+        for step in self.stateful:
+            self.state.on_assigned.append(lambda p, _store, step=step: step.on_assigned(p))
+            self.state.on_revoked.append(lambda p, _store, step=step: step.on_revoked(p))
         self.producer = self.transport.producer()
         await self.producer.start()
-        self.consumer = self.transport.consumer(self.plan.name, sorted(self.routes))
+        self.consumer = self.transport.consumer(self.plan.name, sorted(self.routes),
+                                                on_assigned=self._on_assigned, on_revoked=self._on_revoked)
         await self.consumer.start()
+
+    async def _on_assigned(self, tps: set[TP]) -> None:
+        """Open and recover the tables of new partitions before any of their records is read."""
+        if not self.state.has_state:
+            return
+        before = self.state.restored
+        await self.state.assign(tps, self.consumer.committed)
+        self.monitor.restored_records += self.state.restored - before
+
+    async def _on_revoked(self, tps: set[TP]) -> None:
+        """Finish and commit what was read from partitions that move away; close their tables."""
+        async with self._lock:
+            await self._flush()
+            await self._commit_now()
+            self.tracker.forget(tps)
+            await self.state.revoke(tps)
 
     async def stop(self) -> None:
         """Drain what is in flight, commit, and close."""
         self._stopping.set()
         if self.consumer is not None:
-            await self._flush()
-            await self.commit(force=True)
+            async with self._lock:
+                await self._flush()
+                await self._commit_now()
             await self.consumer.stop()
+        await self.state.close()
         if self.producer is not None:
             await self.producer.flush()
             await self.producer.stop()
@@ -144,22 +191,39 @@ class Worker:
             batches = await self.consumer.getmany(max_records=self.options.batch_size,
                                                   timeout=self.options.poll_timeout)
             if batches:
-                started = time.perf_counter()
-                for tp in sorted(batches):
-                    self._process(tp, batches[tp])
-                await self._flush()
-                for tp, messages in batches.items():
-                    self.tracker.ack(tp, messages[-1].offset)
-                self.monitor.on_batch(time.perf_counter() - started)
-                await self.commit()
+                async with self._lock:
+                    started = time.perf_counter()
+                    assigned = self.consumer.assignment()
+                    for tp in sorted(batches):
+                        if tp in assigned:  # a rebalance may have taken it while we waited
+                            self._process(tp, batches[tp])
+                    self._tick()
+                    await self._flush()
+                    for tp, messages in batches.items():
+                        if tp in assigned:
+                            self.tracker.ack(tp, messages[-1].offset)
+                    self.monitor.on_batch(time.perf_counter() - started)
+                    await self.commit()
+            elif self._unwritten:
+                async with self._lock:  # caught up: make the outputs waiting for a transaction visible
+                    await self._commit_now()
             elif until_idle and idle_when() and await self.is_idle():
                 return
-            elif not batches:
-                await self.commit()
+            else:
+                async with self._lock:
+                    await self.commit()
+
+    def _tick(self) -> None:
+        """Let stateful steps emit what the batch closed; count what they dropped as late."""
+        for step in self.stateful:
+            step.tick()
+            if step.late:
+                self.monitor.on_late(step.name, step.late)
+                step.late = 0
 
     async def is_idle(self) -> bool:
         """Nothing in flight and every assigned partition read to its end."""
-        if self.tracker.in_flight:
+        if self.tracker.in_flight or self._unwritten:
             return False
         assigned = self.consumer.assignment()
         if not assigned:
@@ -187,6 +251,8 @@ class Worker:
             self.monitor.on_events(route.agent, len(batch))
 
     def _decode(self, route: _Route, messages: list[Message]) -> list[Rec]:
+        if route.tombstones and any(m.value is None for m in messages):
+            return self._decode_with_tombstones(route, messages)
         values = route.value_codec.loads_many([m.value for m in messages], errors="return")
         check = route.check
         ts_field = route.timestamp_field
@@ -213,6 +279,21 @@ class Worker:
                 self._dead_letter(message, "validate", str(e))
                 continue
             append((key, value, ts, message))
+        return out
+
+    def _decode_with_tombstones(self, route: _Route, messages: list[Message]) -> list[Rec]:
+        """A table source's batch in order, its null values passed on as deletions."""
+        out: list[Rec] = []
+        run: list[Message] = []
+        for message in [*messages, None]:
+            if message is not None and message.value is not None:
+                run.append(message)
+                continue
+            if run:
+                out.extend(self._decode(route, run))
+                run = []
+            if message is not None:
+                out.append((self._decode_key(route, message.key), None, message.timestamp, message))
         return out
 
     @staticmethod
@@ -242,12 +323,18 @@ class Worker:
             records.extend(self._dead)
             self._dead = []
         if records:
+            if self.transactional:
+                self._unwritten.extend(records)  # written with the next commit, atomically
+                return
             await self.producer.send_batch(records)
-            counts: dict[str, int] = {}
-            for r in records:
-                counts[r.topic] = counts.get(r.topic, 0) + 1
-            for topic, count in counts.items():
-                self.monitor.on_sent(topic, count)
+            self._count_sent(records)
+
+    def _count_sent(self, records: list[ProducerRecord]) -> None:
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r.topic] = counts.get(r.topic, 0) + 1
+        for topic, count in counts.items():
+            self.monitor.on_sent(topic, count)
 
     def _drain(self, output: Output) -> list[Any]:
         batch, output.records[:] = list(output.records), []
@@ -324,17 +411,40 @@ class Worker:
         self.monitor.on_dead_letter(stage)
 
     async def commit(self, force: bool = False) -> None:
+        """Commit if `commit_every` messages or `commit_interval` seconds have passed (or `force`)."""
         due = force or self._since_commit >= self.options.commit_every or \
             time.monotonic() - self._last_commit >= self.options.commit_interval
-        if not due:
-            return
-        offsets = self.tracker.committable()
+        if due:
+            await self._commit_now()
+
+    async def _commit_now(self) -> None:
+        """Make outputs, state and offsets durable; callers hold the lock."""
         self._last_commit = time.monotonic()
-        if not offsets:
+        for step in self.stateful:
+            step.before_commit()
+        changelog = self.state.changelog()
+        offsets = self.tracker.committable()
+        if not offsets and not changelog and not self._unwritten and not self.state.dirty():
             return
         started = time.perf_counter()
-        await self.consumer.commit(offsets)
-        self.tracker.mark_committed(offsets)
+        if self.transactional:
+            records, self._unwritten = [*self._unwritten, *changelog], []
+            async with self.transport.transaction() as txn:  # type: ignore[attr-defined]
+                for record in records:
+                    txn.send(record)
+                if offsets:
+                    txn.commit_offsets(self.consumer.group_id, offsets)
+            results = txn.results[len(records) - len(changelog):]
+            self._count_sent([r for r in records[:len(records) - len(changelog)]])
+        else:
+            results = await self.producer.send_batch(changelog) if changelog else []
+            await self.producer.flush()
+            if offsets:
+                await self.consumer.commit(offsets)
+        self.monitor.changelog_records += len(changelog)
+        await self.state.flush(results)
+        if offsets:
+            self.tracker.mark_committed(offsets)
         self._since_commit = 0
         self.monitor.on_commit({f"{tp.topic}[{tp.partition}]": o for tp, o in offsets.items()},
                                time.perf_counter() - started)

@@ -531,6 +531,17 @@ class InProcessTransport(Transport):
     async def list_topics(self) -> list[str]:
         return self._broker.list_topics()
 
+    async def read_partition(self, tp: TP, start: int, limit: int) -> list[Message]:
+        """Up to ``limit`` records of ``tp`` from ``start``, outside any consumer group
+        (how table state is restored from a changelog)."""
+        self._broker.spec(tp.topic)
+        return await self._broker.read(tp, max(start, self._broker.start_offset(tp)), limit)
+
+    async def end_offset(self, tp: TP) -> int:
+        """The offset the next record appended to ``tp`` will get."""
+        self._broker.spec(tp.topic)
+        return self._broker.end_offset(tp)
+
     def producer(self) -> InProcessProducer:
         producer = InProcessProducer(self._broker)
         self._producers.append(producer)

@@ -5,7 +5,8 @@ import pytest
 
 from dataflow import Flow, Record, col, fn
 from dataflow.planner import plan as build_plan
-from dataflow.runtime.engine import BranchStep, Chain, OutputStep, Passthrough, UnsupportedNode, compile_agent
+from dataflow.runtime.engine import BranchStep, Chain, OutputStep, Passthrough, compile_agent
+from dataflow.transport.base import Message
 
 
 class Payment(Record):
@@ -106,10 +107,19 @@ def test_sub_topologies_sharing_a_name_compile_separately():
     assert targets == ["a", "b"]
 
 
-def test_stateful_steps_are_unsupported_with_a_clear_message():
+def test_stateful_steps_compile_against_the_tables_they_are_given():
+    from dataflow.runtime.state import make_tables
+    from dataflow.runtime.stateful import AggregateStep
+    from dataflow.state.table import memory_partition
+
     flow = Flow("e", partitions=1)
     flow.source("n", value=int).group_by(col("_value"), name="k").count(name="counts").to("out")
     plan = build_plan(flow.topology())
     agent = next(a for a in plan.agents if "counts" in a.nodes)
-    with pytest.raises(UnsupportedNode, match=r"'counts' is a stateful step \(aggregate\); stateful steps"):
-        compile_agent(plan, agent, Collect())
+    tables = make_tables(plan)
+    tables["counts"].partitions[0] = memory_partition("counts", 0)
+    compiled = compile_agent(plan, agent, Collect(), tables)
+    assert isinstance(compiled.steps["counts"], AggregateStep)
+    meta = Message("e-k-repartition", 0, 0, None, None, 0)
+    compiled.steps["counts"].push([(7, 7, 0, meta), (7, 7, 0, meta), (8, 8, 0, meta)])
+    assert tables["counts"].rows() == [(7, {"count": 2}), (8, {"count": 1})]

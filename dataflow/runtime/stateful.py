@@ -1,0 +1,515 @@
+"""Stateful steps: tables, aggregates (plain and windowed) and joins.
+
+Each step reads and writes the partition of its table that the record came from (the
+partition of the source message in ``meta``: the planner co-partitions every stateful
+step's inputs). Steps are synchronous over a batch; what a batch *closes* (final window
+results, unmatched outer-join rows) is emitted by :meth:`StatefulStep.tick`, which the
+worker calls after each batch, and expiry runs in :meth:`StatefulStep.before_commit`.
+
+Time: each table partition keeps a *stream time*, the highest event time it has seen
+(persisted with the table, so a restart decides exactly as an uninterrupted run would).
+"""
+from __future__ import annotations
+
+import bisect
+import heapq
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ..ir import nodes as n
+from ..ir.types import RecordType, strip_optional
+from ..transport.base import Message
+from .aggregates import Aggregator
+from .engine import Dead, Rec, Step
+from .tables import Table
+from .windows import WindowSpec
+from ..state.table import ABSENT
+
+__all__ = ["AggregateStep", "JoinStep", "StatefulStep", "TableStep", "event_time_getter"]
+
+
+def _origin(name: str, partition: int, ts: int) -> Message:
+    """The `meta` of a record a step makes on its own (a closed window, an unmatched row)."""
+    return Message(name, partition, -1, None, None, ts)
+
+
+def event_time_getter(window: n.Window) -> Callable[[Rec], int]:
+    """How a window step reads an event's time: a value field, the record time, or the clock."""
+    if window.time == "processing":
+        return lambda rec: time.time_ns() // 1_000_000
+    path = window.time_field
+    if window.time == "event" and path:
+        def from_field(rec: Rec) -> int:
+            value = rec[1]
+            for name in path:
+                value = value[name]
+            if value is None:
+                raise ValueError(f"event time field '{'.'.join(path)}' is null")
+            return int(value)
+        return from_field
+    return lambda rec: rec[2]
+
+
+class StatefulStep(Step):
+    """A step with table state; counts the late events it drops."""
+
+    late = 0
+
+    def tick(self) -> None:
+        """After a batch: emit what the batch closed."""
+
+    def before_commit(self) -> None:
+        """Before the changelog is written: delete what expired."""
+
+    def on_assigned(self, partition: int) -> None:
+        """A partition's tables were opened and recovered."""
+
+    def on_revoked(self, partition: int) -> None:
+        """A partition's tables are about to close."""
+
+
+class TableStep(StatefulStep):
+    """The latest value per key (a materialized stream, or a table read from a topic).
+
+    A null value deletes the key (a tombstone) and passes on as an update.
+    """
+
+    def __init__(self, name: str, table: Table, dead: Dead) -> None:
+        super().__init__(name)
+        self.table = table
+        self.dead = dead
+
+    def push(self, batch: list[Rec]) -> None:
+        self.events += len(batch)
+        table, dumps, out = self.table, orjson.dumps, []
+        offsets = table.source_offsets if table.source_changelog else None
+        for rec in batch:
+            k, v, _ts, meta = rec
+            try:
+                part = table.partition(meta.partition)
+                key = dumps(k)
+                if v is None:
+                    part.delete(key)
+                else:
+                    part.put(key, v)
+                if offsets is not None:
+                    offsets[meta.partition] = meta.offset + 1
+            except Exception as e:  # noqa: BLE001 - one bad record goes to the dead letters
+                self.dead(rec, e, self.name)
+                continue
+            out.append(rec)
+        self.emit(out)
+
+
+class AggregateStep(StatefulStep):
+    """Incremental aggregations per key, or per key and window.
+
+    ``emit="changes"`` sends the updated row on every event; ``emit="final"`` (windowed
+    only) sends each window's row once, when the window closes.
+    """
+
+    def __init__(self, node: n.Aggregate, aggregator: Aggregator, table: Table, dead: Dead,
+                 window: WindowSpec | None = None, time_of: Callable[[Rec], int] | None = None,
+                 events: Table | None = None) -> None:
+        super().__init__(node.name)
+        self.aggregator = aggregator
+        self.table = table
+        self.dead = dead
+        self.window = window
+        self.time_of = time_of or (lambda rec: rec[2])
+        self.events_table = events
+        self.changes = node.emit == "changes"
+        self._before: dict[int, int | None] = {}  # stream time of each partition before this batch
+        self._expired_at: dict[int, int] = {}
+
+    def present(self, key: Any, acc: Any) -> Any:
+        """The row users see for a stored accumulator (with window bounds if windowed)."""
+        row = self.aggregator.result(acc)
+        if self.window is not None:
+            row["window_start"] = key[1]
+            row["window_end"] = key[1] + self.window.size
+        return row
+
+    def push(self, batch: list[Rec]) -> None:
+        self.events += len(batch)
+        out: list[Rec] = []
+        if self.window is None:
+            self._push_plain(batch, out)
+        elif self.window.kind == "sliding":
+            self._push_sliding(batch, out)
+        else:
+            self._push_windowed(batch, out)
+        self.emit(out)
+
+    def _push_plain(self, batch: list[Rec], out: list[Rec]) -> None:
+        table, dumps, initial = self.table, orjson.dumps, self.aggregator.initial
+        add, result, changes, append = self.aggregator.add, self.aggregator.result, self.changes, out.append
+        last_p, part = -1, None
+        for rec in batch:
+            k, v, ts, meta = rec
+            try:
+                if meta.partition != last_p:
+                    part = table.partition(meta.partition)
+                    last_p = meta.partition
+                key = dumps(k)
+                acc = part.get(key)  # type: ignore[union-attr]
+                if acc is ABSENT:
+                    acc = initial()
+                acc = add(acc, k, v, ts, meta)
+                part.put(key, acc)  # type: ignore[union-attr]
+                if changes:
+                    append((k, result(acc), ts, meta))
+            except Exception as e:  # noqa: BLE001
+                self.dead(rec, e, self.name)
+
+    def _partition(self, p: int) -> Any:
+        part = self.table.partition(p)
+        if p not in self._before:
+            self._before[p] = part.stream_time
+        return part
+
+    def _push_windowed(self, batch: list[Rec], out: list[Rec]) -> None:
+        w = self.window
+        assert w is not None
+        encode, initial, add = self.table.keys.encode, self.aggregator.initial, self.aggregator.add
+        close_after = w.span + w.grace
+        for rec in batch:
+            k, v, ts, meta = rec
+            try:
+                part = self._partition(meta.partition)
+                t = self.time_of(rec)
+                stream_time = part.advance(t)
+                updated = False
+                for start in w.starts(t):
+                    if start + close_after <= stream_time:
+                        continue  # this window has closed
+                    key = encode((k, start))
+                    acc = part.get(key)
+                    if acc is ABSENT:
+                        acc = initial()
+                    acc = add(acc, k, v, ts, meta)
+                    part.put(key, acc)
+                    updated = True
+                    if self.changes:
+                        out.append((k, self.present((k, start), acc), ts, meta))
+                if not updated:
+                    self.late += 1
+            except Exception as e:  # noqa: BLE001
+                self.dead(rec, e, self.name)
+
+    def _push_sliding(self, batch: list[Rec], out: list[Rec]) -> None:
+        w = self.window
+        assert w is not None and self.events_table is not None
+        encode, agg, dumps = self.table.keys.encode, self.aggregator, orjson.dumps
+        size = w.size
+        for rec in batch:
+            k, v, ts, meta = rec
+            try:
+                part = self._partition(meta.partition)
+                buffers = self.events_table.partition(meta.partition)
+                t = self.time_of(rec)
+                stream_time = part.advance(t)
+                if t - size + w.span + w.grace <= stream_time:
+                    self.late += 1  # the window ending at this event has closed
+                    continue
+                args = agg.args(k, v, ts, meta)
+                bkey = dumps(k)
+                buffer = buffers.get(bkey)
+                keep_from = stream_time - w.grace - w.span
+                buffer = [] if buffer is ABSENT else [e for e in buffer if e[0] >= keep_from]
+                times = [e[0] for e in buffer]
+                buffer.insert(bisect.bisect_right(times, t), [t, args])
+                buffers.put(bkey, buffer)
+                for end in sorted({e[0] for e in buffer if t <= e[0] <= t + size}):
+                    start = end - size
+                    key = encode((k, start))
+                    acc = part.get(key)
+                    if acc is ABSENT:  # the window ending at this event is new
+                        acc = agg.initial()
+                        for u, event_args in buffer:
+                            if start <= u <= end:
+                                acc = agg.add_args(acc, event_args)
+                    else:
+                        acc = agg.add_args(acc, args)
+                    part.put(key, acc)
+                    if self.changes:
+                        out.append((k, self.present((k, start), acc), ts, meta))
+            except Exception as e:  # noqa: BLE001
+                self.dead(rec, e, self.name)
+
+    def tick(self) -> None:
+        before, self._before = self._before, {}
+        if self.changes or self.window is None:
+            return
+        w, decode, out = self.window, self.table.keys.decode, []
+        for p, previous in sorted(before.items()):
+            part = self.table.partitions.get(p)
+            if part is None or part.stream_time is None or part.stream_time == previous:
+                continue
+            lo = None if previous is None else self.table.keys.start_bound(w.closed_before(previous))
+            hi = self.table.keys.start_bound(w.closed_before(part.stream_time))
+            for key, acc in part.range(lo, hi):
+                k, start = decode(key)
+                end_ts = start + w.span - 1
+                out.append((k, self.present((k, start), acc), end_ts, _origin(self.name, p, end_ts)))
+        self.emit(out)
+
+    def before_commit(self) -> None:
+        if self.window is None:
+            return
+        for p, part in self.table.partitions.items():
+            if part.stream_time is None or self._expired_at.get(p) == part.stream_time:
+                continue
+            self._expired_at[p] = part.stream_time
+            bound = self.table.keys.start_bound(self.window.expired_before(part.stream_time))
+            for key, _ in list(part.range(None, bound)):
+                part.delete(key)
+
+
+class JoinSide(Step):
+    """One input of a join: records pushed here are joined as coming from ``side``."""
+
+    def __init__(self, join: JoinStep, side: str) -> None:
+        super().__init__(f"{join.name} ({side})")
+        self.join = join
+        self.side = side
+
+    def push(self, batch: list[Rec]) -> None:
+        self.join.push_side(self.side, batch)
+
+
+class JoinStep(StatefulStep):
+    """Joins its left and right inputs on their keys.
+
+    * stream-table: a stream record looks up the table's current value for its key
+      (inner: no row if absent; left/outer: the table's fields are null); table updates
+      emit nothing.
+    * table-table: a change on either side re-emits the joined row for its key, or a
+      tombstone when the row no longer exists.
+    * stream-stream (``within``): each record is kept for ``within`` and joined with
+      every record of the other side whose time is at most ``within`` away. Rows
+      without a partner (left: left records; outer: both sides) are emitted once the
+      *watermark* -- the lower of the two sides' stream times -- has passed
+      ``time + within``. A record older than the watermark is late and dropped.
+    """
+
+    def __init__(self, node: n.Join, shapes: dict[str, bool], types: dict[str, Any], dead: Dead,
+                 tables: dict[str, Table | None]) -> None:
+        super().__init__(node.name)
+        self.node = node
+        self.dead = dead
+        self.is_table = shapes  # side -> is the input a table
+        self.tables = tables  # side -> the input's table (tables), or the join-window store
+        self.merge = _merger(types["left"], types["right"], node.right_prefix)
+        self.sides = {side: JoinSide(self, side) for side in ("left", "right")}
+        self._heaps: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
+        self._touched: set[int] = set()
+
+    def push(self, batch: list[Rec]) -> None:
+        self.push_side("left", batch)
+
+    def push_side(self, side: str, batch: list[Rec]) -> None:
+        self.events += len(batch)
+        out: list[Rec] = []
+        if self.node.within_ms is not None:
+            self._windowed(side, batch, out)
+        elif self.is_table["left"] and self.is_table["right"]:
+            self._table_table(side, batch, out)
+        elif not self.is_table[side]:
+            self._lookup(side, batch, out)
+        self.emit(out)
+
+    def _row(self, side: str, mine: Any, theirs: Any) -> Any:
+        return self.merge(mine, theirs) if side == "left" else self.merge(theirs, mine)
+
+    def _lookup(self, side: str, batch: list[Rec], out: list[Rec]) -> None:
+        other = "right" if side == "left" else "left"
+        table = self.tables[other]
+        assert table is not None
+        inner = self.node.how == "inner"
+        dumps = orjson.dumps
+        for rec in batch:
+            k, v, ts, meta = rec
+            try:
+                stored = table.partition(meta.partition).get(dumps(k))
+                if stored is ABSENT:
+                    if inner:
+                        continue
+                    theirs = None
+                else:
+                    theirs = table.present(k, stored)
+                out.append((k, self._row(side, v, theirs), ts, meta))
+            except Exception as e:  # noqa: BLE001
+                self.dead(rec, e, self.name)
+
+    def _table_table(self, side: str, batch: list[Rec], out: list[Rec]) -> None:
+        other = "right" if side == "left" else "left"
+        table = self.tables[other]
+        assert table is not None
+        how, dumps = self.node.how, orjson.dumps
+        for rec in batch:
+            k, v, ts, meta = rec
+            try:
+                stored = table.partition(meta.partition).get(dumps(k))
+                theirs = None if stored is ABSENT else table.present(k, stored)
+                left, right = (v, theirs) if side == "left" else (theirs, v)
+                exists = (left is not None and right is not None) if how == "inner" else \
+                    left is not None if how == "left" else (left is not None or right is not None)
+                if exists:
+                    out.append((k, self.merge(left, right), ts, meta))
+                elif v is None:
+                    out.append((k, None, ts, meta))
+            except Exception as e:  # noqa: BLE001
+                self.dead(rec, e, self.name)
+
+    def _windowed(self, side: str, batch: list[Rec], out: list[Rec]) -> None:
+        other = "right" if side == "left" else "left"
+        mine_t, theirs_t = self.tables[side], self.tables[other]
+        assert mine_t is not None and theirs_t is not None
+        within, dumps = self.node.within_ms or 0, orjson.dumps
+        for rec in batch:
+            k, v, ts, meta = rec
+            try:
+                p = meta.partition
+                mine, theirs = mine_t.partition(p), theirs_t.partition(p)
+                watermark = _watermark(mine.stream_time, theirs.stream_time)
+                if watermark is not None and ts < watermark:
+                    self.late += 1
+                    continue
+                mine.advance(ts)
+                key = dumps(k)
+                entry = [ts, meta.offset, v, False]
+                partners = theirs.get(key)
+                if partners is not ABSENT:
+                    for partner in partners:
+                        if abs(partner[0] - ts) <= within:
+                            out.append((k, self._row(side, v, partner[2]), max(ts, partner[0]), meta))
+                            partner[3] = entry[3] = True
+                    theirs.put(key, partners)
+                entries = mine.get(key)
+                entries = [] if entries is ABSENT else entries
+                entries.insert(bisect.bisect_right([(e[0], e[1]) for e in entries], (ts, meta.offset)), entry)
+                mine.put(key, entries)
+                heapq.heappush(self._heaps.setdefault((side, p), []), (ts, key))
+                self._touched.add(p)
+            except Exception as e:  # noqa: BLE001
+                self.dead(rec, e, self.name)
+
+    def tick(self) -> None:
+        touched, self._touched = self._touched, set()
+        out: list[Rec] = []
+        for p in sorted(touched):
+            left, right = self.tables["left"], self.tables["right"]
+            assert left is not None and right is not None
+            watermark = _watermark(left.partition(p).stream_time, right.partition(p).stream_time)
+            if watermark is None:
+                continue
+            for side in ("left", "right"):
+                self._close(side, p, watermark, out)
+        self.emit(out)
+
+    def _close(self, side: str, p: int, watermark: int, out: list[Rec]) -> None:
+        within = self.node.within_ms or 0
+        unmatched = side == "left" and self.node.how in ("left", "outer") or side == "right" and self.node.how == "outer"
+        table = self.tables[side]
+        assert table is not None
+        part = table.partition(p)
+        heap = self._heaps.get((side, p), [])
+        while heap and heap[0][0] + within < watermark:
+            _, key = heapq.heappop(heap)
+            entries = part.get(key)
+            if entries is ABSENT:
+                continue
+            keep = [e for e in entries if e[0] + within >= watermark]
+            if len(keep) == len(entries):
+                continue
+            if unmatched:
+                k = orjson.loads(key)
+                for e in entries:
+                    if e[0] + within < watermark and not e[3]:
+                        out.append((k, self._row(side, e[2], None), e[0], _origin(self.name, p, e[0])))
+            if keep:
+                part.put(key, keep)
+            else:
+                part.delete(key)
+
+    def on_assigned(self, partition: int) -> None:
+        if self.node.within_ms is None:
+            return
+        for side in ("left", "right"):
+            table = self.tables[side]
+            assert table is not None
+            heap = [(e[0], key) for key, entries in table.partition(partition).range() for e in entries]
+            heapq.heapify(heap)
+            self._heaps[(side, partition)] = heap
+
+    def on_revoked(self, partition: int) -> None:
+        for side in ("left", "right"):
+            self._heaps.pop((side, partition), None)
+
+
+def _watermark(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else min(a, b)
+
+
+def _merger(left: Any, right: Any, prefix: str) -> Callable[[Any, Any], Any]:
+    """How a join builds its row; the same shape as `ir.schema.join_value`."""
+    left, right = strip_optional(left), strip_optional(right)
+    if isinstance(left, RecordType) and isinstance(right, RecordType):
+        left_names = list(left.field_names)
+        taken = set(left_names)
+        right_names = [(f, f"{prefix}_{f}" if f in taken else f) for f in right.field_names]
+
+        def merge(lv: Any, rv: Any) -> Any:
+            row = dict(lv) if lv is not None else dict.fromkeys(left_names)
+            for name, out in right_names:
+                row[out] = None if rv is None else rv.get(name)
+            return row
+        return merge
+    return lambda lv, rv: {"left": lv, "right": rv}
+
+
+def compile_stateful(node: n.Node, plan: Any, dead: Dead, tables: dict[str, Table]) -> StatefulStep:
+    """The step of a stateful node, wired to its tables (see `runtime.state.make_tables`)."""
+    from ..ir.expr import Scope
+    from ..planner.naming import join_store, window_events_store
+    from .engine import UnsupportedNode
+
+    topo = plan.topology
+    if isinstance(node, (n.ToTable, n.TableSource)):
+        return TableStep(node.name, tables[node.name], dead)
+    if isinstance(node, n.Aggregate):
+        upstream = plan.schemas[topo.predecessors(node.name)[0]]
+        store = plan.store(node.name)
+        window = WindowSpec.of(store.window) if store.window is not None else None
+        step = AggregateStep(node, Aggregator(node.aggregations, Scope(upstream.key, upstream.value)),
+                             tables[node.name], dead, window,
+                             event_time_getter(store.window) if store.window is not None else None,
+                             tables.get(window_events_store(node.name)))
+        tables[node.name].present = step.present
+        return step
+    if isinstance(node, n.Join):
+        sources = {e.side or "left": e.source for e in topo.inputs(node.name)}
+        shapes = {side: plan.schemas[src].is_table for side, src in sources.items()}
+        types = {side: plan.schemas[src].value for side, src in sources.items()}
+        if node.within_ms is not None:
+            sides: dict[str, Table | None] = {side: tables[join_store(node.name, side)] for side in sources}
+        else:
+            sides = {side: tables[_table_owner(plan, src)] if shapes[side] else None for side, src in sources.items()}
+        return JoinStep(node, shapes, types, dead, sides)
+    raise UnsupportedNode(f"{node.loc}: no runtime step for '{node.name}' ({node.kind})")
+
+
+def _table_owner(plan: Any, name: str) -> str:
+    """The store behind a table-shaped input: the nearest upstream node that owns one."""
+    stores = {s.node: s.name for s in plan.stores if s.kind in ("aggregate", "table")}
+    current = name
+    while current not in stores:
+        preds = plan.topology.predecessors(current)
+        if not preds:
+            raise KeyError(f"no table found upstream of {name!r}")
+        current = preds[0]
+    return stores[current]
