@@ -5,6 +5,42 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 GUARANTEES = ("at_least_once", "exactly_once")
+KAFKA_CHOICES = {
+    "kafka_security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    "kafka_sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    "kafka_auto_offset_reset": ("earliest", "latest"),
+    "kafka_acks": ("all", "1", "0"),
+}
+
+
+class Secret:
+    """A setting value that must never be printed: plans, logs and reprs show ``***``.
+
+    >>> s = Secret("hunter2")
+    >>> s, str(s), s.reveal()
+    (Secret('***'), '***', 'hunter2')
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The plain text, for the one place that needs it (the Kafka client)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -24,6 +60,25 @@ class Settings:
     batch_size: int = 1_000
     concurrency: int = 1
     auto_create_topics: bool = True
+    # Kafka client options (kafka:// brokers only). None: the broker URL's query, then
+    # DATAFLOW_KAFKA_<OPTION> in the environment, then the driver's default
+    # (dataflow.transport.kafka.KafkaConfig).
+    kafka_client_id: str | None = None
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: Secret | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_password: Secret | None = None
+    kafka_session_timeout_ms: int | None = None
+    kafka_heartbeat_interval_ms: int | None = None
+    kafka_auto_offset_reset: str | None = None
+    kafka_linger_ms: int | None = None
+    kafka_max_batch_size: int | None = None
+    kafka_acks: str | None = None
+    kafka_replication_factor: int | None = None
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Settings":
         kinds = {f.name: f.type for f in fields(self)}
@@ -35,11 +90,18 @@ class Settings:
         return replace(self, **clean)
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        # Secrets become "***": plans are printed and saved.
+        return {f.name: _public(getattr(self, f.name)) for f in fields(self)}
+
+
+def _public(value: Any) -> Any:
+    return str(value) if isinstance(value, Secret) else value
 
 
 def _coerce(key: str, kind: Any, value: Any) -> Any:
     text = str(kind)
+    if text.startswith("Secret"):
+        return value if value is None or isinstance(value, Secret) else Secret(str(value))
     if value is None or not isinstance(value, str):
         out = value
     elif text.startswith(("int", "float")):
@@ -57,6 +119,15 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
         raise ValueError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}, not {out!r}")
     if key == "partitions" and (not isinstance(out, int) or out < 1):
         raise ValueError("partitions must be a positive whole number")
+    if key in KAFKA_CHOICES and out is not None:
+        choices = KAFKA_CHOICES[key]
+        normal = str(out).upper() if key in ("kafka_security_protocol", "kafka_sasl_mechanism") else str(out).lower()
+        if normal not in choices:
+            raise ValueError(f"{key} must be one of {', '.join(choices)}, not {out!r}")
+        out = normal
+    if key.startswith("kafka_") and text.startswith("int") and out is not None and (
+            not isinstance(out, int) or isinstance(out, bool) or out < 0):
+        raise ValueError(f"setting '{key}' must be a whole number >= 0")
     return out
 
 
