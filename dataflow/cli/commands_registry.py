@@ -4,3 +4,4 @@ Each command family lives in its own module (`topics.py`, `query.py`, ...) and r
 with `@app.command`; listing them here, once, keeps `__init__` small.
 """
 from . import query  # noqa: F401,E402
+from . import ask  # noqa: F401

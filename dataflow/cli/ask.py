@@ -1,0 +1,135 @@
+"""`dataflow ask PIPELINE AGENT --value JSON`: ask an agent of a Python App for a result.
+
+    dataflow ask shop.py add_tax --value 100 --broker kafka://localhost:9092
+    dataflow ask shop:app add_tax --value '{"amount": 5}' --key order-1 --timeout 5
+
+PIPELINE is a Python file (or ``module:attribute``) that defines a ``dataflow`` App with
+agents. On ``kafka://`` the command is a client only: it sends the request and waits for
+the reply from the app's running workers. The embedded log (``local://``, the default)
+and ``memory://`` serve one process at a time, so there the command runs the app's
+agents itself for the duration of the ask (without its timers and tasks); if another
+process holds the log, it says so.
+"""
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from . import UserError, _guard, app
+
+ASK_PIPELINE_HELP = "A Python file defining a dataflow App with agents, or module:attribute."
+
+
+def load_app(ref: str) -> Any:
+    """The App named by ``ref``: a ``.py`` file (its ``app``, or its only App) or
+    ``module:attribute``."""
+    import importlib
+
+    from ..runtime.app import App
+
+    if ref.endswith(".flow"):
+        raise UserError(f"{ref}: error: compiled .flow pipelines cannot be asked yet; "
+                        "hint: ask an agent of a Python App (@app.agent that yields its result)")
+    path = Path(ref)
+    if ref.endswith(".py") or path.exists():
+        if not path.is_file():
+            raise UserError(f"{ref}: error: no such file")
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            namespace = runpy.run_path(str(path), run_name=f"__dataflow_{path.stem}__")
+        except Exception as e:  # noqa: BLE001 - a mistake in the user's file
+            raise UserError(f"{ref}: error: {type(e).__name__}: {e}") from None
+        finally:
+            sys.path.pop(0)
+        apps = {name: v for name, v in namespace.items() if isinstance(v, App)}
+        if "app" in apps:
+            return apps["app"]
+        if len(apps) == 1:
+            return next(iter(apps.values()))
+        if not apps:
+            raise UserError(f"{ref}: error: defines no dataflow App; hint: App(\"name\") with @app.agent functions")
+        raise UserError(f"{ref}: error: defines several apps ({', '.join(sorted(apps))}); "
+                        f"hint: name one with module:NAME or call it `app`")
+    if ":" in ref:
+        module_name, _, attr = ref.partition(":")
+        sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules where the user stands come first
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise UserError(f"{ref}: error: cannot import module '{module_name}': {e}") from None
+        finally:
+            sys.path.pop(0)
+        found = getattr(module, attr, None)
+        if not isinstance(found, App):
+            raise UserError(f"{ref}: error: '{attr}' is not a dataflow App in module '{module_name}'")
+        return found
+    raise UserError(f"{ref}: error: expected a .py file or module:attribute defining a dataflow App")
+
+
+async def ask_agent(target: Any, agent_name: str, value: Any, key: Any, timeout: float) -> Any:
+    """Start ``target`` (client-only unless its log is in-process), ask, stop."""
+    from ..runtime.replies import ReplyError
+    from ..transport.base import LogLockedError, TransportError
+    from ..transport.memory import InProcessTransport
+
+    agent = target.agents.get(agent_name)
+    if agent is None:
+        names = ", ".join(sorted(target.agents)) or "none"
+        raise UserError(f"error: app {target.name!r} has no agent {agent_name!r}; agents: {names}")
+    if isinstance(target.transport, InProcessTransport):
+        # One process per log: host the agents here. Naming every agent also leaves out
+        # the app's timers and tasks, which an ask should not set off.
+        target._only_agents = set(target.agents)
+    else:
+        target.client_only = True
+    try:
+        await target.start()
+    except LogLockedError as e:
+        raise UserError(f"error: {e}; hint: the embedded log serves one process at a time, so ask while "
+                        "the app is stopped (dataflow ask then runs its agents), or run the app on kafka://") from None
+    except TransportError as e:
+        raise UserError(f"error: {e}") from None
+    try:
+        return await agent.ask(value, key=key, timeout=timeout)
+    except (ReplyError, TypeError) as e:
+        raise UserError(f"error: {e}") from None
+    finally:
+        await target.stop()
+
+
+@app.command("ask")
+def ask_command(
+    pipeline: str = typer.Argument(..., help=ASK_PIPELINE_HELP),
+    agent: str = typer.Argument(..., help="The name of the agent to ask."),
+    value: str = typer.Option(..., "--value", help="The value to send, as JSON."),
+    key: Optional[str] = typer.Option(None, "--key", help="The key to send it with (text)."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the reply."),
+    broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT, local://DIR or memory://; "
+                                         "default: the app's own broker."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where the embedded log lives, when the "
+                                           "broker is the default local log."),
+) -> None:
+    """Ask an agent for its result for one value and print it as JSON."""
+    import asyncio
+
+    import orjson
+
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise typer.BadParameter(f"not JSON: {e}", param_hint="--value") from None
+    if timeout <= 0:
+        raise typer.BadParameter("must be > 0 seconds", param_hint="--timeout")
+
+    def body() -> Any:
+        target = load_app(pipeline)
+        if broker is not None or data_dir is not None:
+            target.set_broker(broker, data_dir)
+        return asyncio.run(ask_agent(target, agent, decoded, key, timeout))
+
+    result = _guard(body)
+    typer.echo(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode())
