@@ -12,7 +12,7 @@ sum       number               the sum of the non-null values (0 if none)
 min/max   value or null        the smallest/largest non-null value
 avg       [sum, count]         sum / count of the non-null values, or null
 collect   list                 every value, in arrival order
-set       sorted list          the distinct values, sorted
+set       sorted list          the distinct non-null values, sorted
 latest    value                the last value seen
 reduce    value                ``reducer(acc, value)``; starts at ``initial``,
                                or at the first value when ``initial`` is null
@@ -70,6 +70,8 @@ def _collect(acc: Any, x: Any) -> Any:
 
 
 def _set(acc: Any, x: Any) -> Any:
+    if x is None:
+        return acc
     i = bisect.bisect_left(acc, x)
     if i == len(acc) or acc[i] != x:
         acc.insert(i, x)

@@ -1,4 +1,4 @@
-"""Helpers for end-to-end runs of stateless plans on `memory://` and on the local log."""
+"""Helpers for end-to-end runs of plans on `memory://` and on the local log (LevelDB tables)."""
 from __future__ import annotations
 
 import io
@@ -46,6 +46,7 @@ class Run:
     stdout: str = ""
     committed: dict[TP, int | None] = field(default_factory=dict)
     ends: dict[TP, int] = field(default_factory=dict)
+    tables: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)  # rows when the run went idle
 
     def values(self, topic: str) -> list[Any]:
         return [orjson.loads(m.value) for m in self.topics[topic]]
@@ -79,7 +80,8 @@ async def run_on(transport: Transport, flow: Flow | ExecutionPlan, inputs: dict[
     """Start a worker on a started transport, produce `inputs`, run until idle, stop."""
     plan = flow if isinstance(flow, ExecutionPlan) else build_plan(flow.topology())
     stdout = io.StringIO()
-    worker = Worker(plan, transport, WorkerOptions(batch_size=batch_size, stdout=stdout))
+    data_dir = str(transport.log.path.parent) if isinstance(transport, LocalTransport) else None
+    worker = Worker(plan, transport, WorkerOptions(batch_size=batch_size, stdout=stdout, data_dir=data_dir))
     await worker.start()
     for topic, records in (inputs or {}).items():
         await worker.producer.send_batch([ProducerRecord(topic, r.key, r.value, r.partition, r.timestamp, r.headers)
@@ -87,6 +89,7 @@ async def run_on(transport: Transport, flow: Flow | ExecutionPlan, inputs: dict[
     if after_start is not None:
         await after_start(worker)
     await worker.run(until_idle=True)
+    tables = {name: table.rows() for name, table in worker.tables.items()}
     await worker.stop()
     broker = transport.broker  # type: ignore[attr-defined]
     committed: dict[TP, int | None] = {}
@@ -96,7 +99,7 @@ async def run_on(transport: Transport, flow: Flow | ExecutionPlan, inputs: dict[
             tp = TP(topic, p)
             committed[tp] = broker.committed(plan.name, tp)
             ends[tp] = broker.end_offset(tp)
-    return Run(plan, worker.monitor, await read_all(transport), stdout.getvalue(), committed, ends)
+    return Run(plan, worker.monitor, await read_all(transport), stdout.getvalue(), committed, ends, tables)
 
 
 async def run_flow(kind: str, tmp_path: Path, flow: Flow, inputs: dict[str, list[ProducerRecord]] | None = None,
