@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run dataflow from a fresh clone with nothing but Python 3.11+.
 
-    python3 dev.py demo     # install into .venv, compile the flagship example and print its plan
+    python3 dev.py demo     # install into .venv, run the flagship example end to end, print its output
     python3 dev.py test     # install into .venv (with test extras), run the whole suite
 
 Both commands are idempotent: the virtual environment is created once and
@@ -21,6 +21,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 FLAGSHIP = Path("examples") / "fraud.flow"  # relative: commands run in ROOT, plans show short paths
+DEMO_INPUT = Path("examples") / "data" / "withdrawals.jsonl"
 
 
 def run(*cmd: str | Path, check: bool = True, env: dict[str, str] | None = None) -> int:
@@ -69,9 +70,17 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv else "help"
     if command == "demo":
         ensure_venv("")
-        # The flagship is windowed: it runs end to end once the state layer lands; until
-        # then the main job is its compiled plan.
-        return run(BIN / "dataflow", "plan", FLAGSHIP, *argv[1:], check=False)
+        # A fresh data directory each time: the demo shows one run over the sample input,
+        # not state accumulated by earlier demos.
+        data = Path(".dataflow") / "demo"
+        shutil.rmtree(ROOT / data, ignore_errors=True)
+        code = run(BIN / "dataflow", "run", FLAGSHIP, "--data-dir", data,
+                   "--input", f"withdrawals={DEMO_INPUT}", "--output", "alerts=-", "--until-idle", *argv[1:],
+                   check=False)
+        if code:
+            return code
+        print("\nThe per-account table after the run (dataflow query):", flush=True)
+        return run(BIN / "dataflow", "query", FLAGSHIP, "per_account", "--data-dir", data, check=False)
     if command == "test":
         ensure_venv("test")
         ensure_graphviz()
