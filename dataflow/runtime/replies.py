@@ -8,7 +8,8 @@ An *ask* is an ordinary record sent to an agent's topic (or channel) with two he
 Whoever processes the record -- a user agent, or later a compiled flow's worker -- answers
 with :func:`reply_to_record`: a record on the reply-to topic carrying the same
 ``dataflow.correlation-id`` header, whose value is the JSON of the result, or, when
-processing failed, no value and a ``dataflow.reply-error`` header with the reason. The
+processing failed, a ``dataflow.reply-error`` header with the reason (the value is the
+reason too, as UTF-8 text: Kafka clients send no record without key and value). The
 :class:`ReplyConsumer` of the asking app reads its reply topic and fulfils the
 :class:`ReplyPromise` (or :class:`BarrierState`) registered for the correlation id.
 
@@ -138,7 +139,8 @@ def reply_to_record(
     key: bytes | None = None,
 ) -> ProducerRecord | None:
     """The reply to a request with headers ``request``: ``value`` (already encoded, see
-    :func:`encode_reply_value`) or ``error`` (a one-line reason). ``None`` when the request
+    :func:`encode_reply_value`) or ``error`` (a one-line reason, which takes precedence
+    and becomes the value too). ``None`` when the request
     asked for no reply, so a worker can call this for every record it processes."""
     address = reply_address(request)
     if address is None:
@@ -147,7 +149,7 @@ def reply_to_record(
     headers: tuple[tuple[str, bytes], ...] = ((CORRELATION_ID, correlation_id.encode()),)
     if error is not None:
         headers += ((REPLY_ERROR, error.encode()),)
-        value = None
+        value = error.encode()
     return ProducerRecord(reply_to, key, value, 0, None, headers)
 
 
