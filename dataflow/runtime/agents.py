@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ from dataflow.runtime.events import Event, current_event, normalize_headers
 from dataflow.runtime.replies import BarrierState, ReplyConsumer, ReplyPromise, request_headers
 from dataflow.runtime.streams import Stream
 from dataflow.runtime.supervisor import Supervisor
-from dataflow.transport.base import TP
+from dataflow.transport.base import TP, ProducerRecord
 
 if TYPE_CHECKING:
     from dataflow.runtime.app import App
@@ -339,12 +340,24 @@ class Agent:
     ) -> AsyncIterator[str]:
         expires = self._timeout(timeout)
         label = f"agent {self.name!r}"
-        async for key, value in _aiter(items):
-            promise = ReplyPromise(reply_to)
-            barrier.add(promise)
-            replies.add(promise.correlation_id, barrier, timeout=expires, label=label)
-            await self.send(key=key, value=value, reply_to=reply_to, correlation_id=promise.correlation_id)
-            yield promise.correlation_id
+        async for chunk in _chunks(items, _SEND_CHUNK):
+            promises = [ReplyPromise(reply_to) for _ in chunk]
+            for promise in promises:
+                barrier.add(promise)
+                replies.add(promise.correlation_id, barrier, timeout=expires, label=label)
+            channel = self.channel
+            if isinstance(channel, Topic):
+                # One produce call per chunk: a join of thousands is not thousands of round trips.
+                await self.app._produce_many([
+                    ProducerRecord(channel.name, channel.encode_key(key), channel.encode_value(value),
+                                   headers=request_headers(reply_to, promise.correlation_id))
+                    for (key, value), promise in zip(chunk, promises)
+                ])
+            else:
+                for (key, value), promise in zip(chunk, promises):
+                    await self.send(key=key, value=value, reply_to=reply_to, correlation_id=promise.correlation_id)
+            for promise in promises:
+                yield promise.correlation_id
 
     def _timeout(self, timeout: float | None) -> float:
         return self.app.reply_expires if timeout is None else timeout
@@ -491,6 +504,21 @@ def _topic_name(target: Any) -> str:
         return channel.name
     raise TypeError(f"cannot send replies to {target!r}; hint: reply_to takes a topic name, a topic, "
                     "or an agent that reads a topic")
+
+
+_SEND_CHUNK = 500
+
+
+async def _chunks(items: Iterable[Any] | AsyncIterable[Any], size: int) -> AsyncIterator[list[Any]]:
+    """Lists of up to ``size`` items of a plain iterable; one item at a time of an async
+    one (its items may come slowly, and each should be sent as soon as it comes)."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield [item]
+        return
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
