@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Throughput and peak memory of compiled stateless plans on memory:// and the local log.
+"""Throughput and peak memory of compiled plans on memory:// and the local log.
 
 Scenarios (1M small JSON records by default; `--records N` to scale down):
 
   chain        filter -> map -> map, fused into one step; JSON decode and encode included
   repartition  filter -> group_by (writes and re-reads a repartition topic) -> map -> sink
+  keyed-count  a running count per key (10k keys, 4 partitions) in a table; on the local log
+               that is LevelDB stores, one changelog record per changed key per commit, and
+               the outputs + changelog + offsets transaction of every commit
 
 Each scenario runs in a fresh subprocess, so peak memory (`ru_maxrss`) is its own. The
 input is produced before timing; the clock runs from the start of consuming until the
@@ -29,7 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SCENARIOS = ("chain", "repartition")
+SCENARIOS = ("chain", "repartition", "keyed-count")
+KEYS = 10_000
 TRANSPORTS = ("memory", "local")
 
 
@@ -41,6 +45,10 @@ def build(scenario: str):  # type: ignore[no-untyped-def]
         user: str
         amount: float
 
+    if scenario == "keyed-count":
+        flow = Flow(f"bench-{scenario}", partitions=4)
+        flow.source("events", key=str, value=Event).count(name="counts")
+        return flow
     flow = Flow(f"bench-{scenario}", partitions=1)
     events = flow.source("events", value=Event)
     if scenario == "chain":
@@ -56,6 +64,10 @@ def build(scenario: str):  # type: ignore[no-untyped-def]
     return flow
 
 
+def key(i: int) -> bytes:
+    return b'"user-%d"' % (i % KEYS)
+
+
 def payload(i: int) -> bytes:
     return b'{"id":%d,"user":"user-%d","amount":%d.5}' % (i, i % 1000, i % 1000)
 
@@ -63,7 +75,7 @@ def payload(i: int) -> bytes:
 async def measure(scenario: str, transport_kind: str, records: int, data_dir: str) -> dict:
     from dataflow.planner import plan as build_plan
     from dataflow.runtime.process import tune_for_throughput
-    from dataflow.runtime.worker import Worker
+    from dataflow.runtime.worker import Worker, WorkerOptions
     from dataflow.transport.base import ProducerRecord, open_transport
 
     plan = build_plan(build(scenario).topology())
@@ -71,22 +83,31 @@ async def measure(scenario: str, transport_kind: str, records: int, data_dir: st
     transport = open_transport(url, data_dir)
     await transport.start()
     try:
-        worker = Worker(plan, transport)
+        settings = plan.settings
+        worker = Worker(plan, transport, WorkerOptions(
+            batch_size=settings.batch_size, commit_every=settings.commit_every,
+            commit_interval=settings.commit_interval, data_dir=None if transport_kind == "memory" else data_dir))
         await worker.start()
         producer = transport.producer()
         chunk = 20_000
+        keyed = scenario == "keyed-count"
         for start in range(0, records, chunk):
-            await producer.send_batch([ProducerRecord("events", None, payload(i))
+            await producer.send_batch([ProducerRecord("events", key(i) if keyed else None, payload(i))
                                        for i in range(start, min(records, start + chunk))])
         await producer.flush()
         tune_for_throughput()  # as `dataflow run` does
         rss_before = _rss_now()
         started = time.perf_counter()
         await worker.run(until_idle=True)
+        if keyed:
+            rows = worker.tables["counts"].rows()
         await worker.stop()
         seconds = time.perf_counter() - started
         sent = worker.monitor.as_dict()["messages_sent_by_topic"]
-        assert sent.get("out") == records, sent
+        if keyed:
+            assert len(rows) == min(KEYS, records) and sum(v["count"] for _, v in rows) == records, len(rows)
+        else:
+            assert sent.get("out") == records, sent
     finally:
         await transport.stop()
     return {

@@ -56,7 +56,7 @@ class Settings:
     processing_guarantee: str = "at_least_once"
     data_dir: str | None = None  # None: ./.dataflow/<pipeline>
     commit_interval: float = 1.0
-    commit_every: int = 10_000
+    commit_every: int = 50_000
     batch_size: int = 1_000
     concurrency: int = 1
     auto_create_topics: bool = True

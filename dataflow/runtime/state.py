@@ -30,7 +30,7 @@ import orjson
 from ..planner.plan import ExecutionPlan
 from ..state.stores import open_store
 from ..state.table import PLAIN_KEYS, WINDOWED_KEYS, TablePartition
-from ..transport.base import TP, ProducerRecord, Transport
+from ..transport.base import TP, ProducerRecord, Transport, UnknownTopicError
 from .tables import Table
 
 __all__ = ["META_HEADER", "StateManager", "make_tables"]
@@ -127,7 +127,10 @@ class StateManager:
         if table.source_changelog:
             end = await committed(tp) or 0
         else:
-            end = await self.transport.end_offset(tp)  # type: ignore[attr-defined]
+            try:
+                end = await self.transport.end_offset(tp)  # type: ignore[attr-defined]
+            except UnknownTopicError:
+                return  # never written (a data directory queried before any run): nothing to restore
         if end <= start:
             return
         loop = asyncio.get_running_loop()

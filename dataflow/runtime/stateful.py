@@ -221,17 +221,18 @@ class AggregateStep(StatefulStep):
                 keep_from = stream_time - w.grace - w.span
                 buffer = [] if buffer is ABSENT else [e for e in buffer if e[0] >= keep_from]
                 times = [e[0] for e in buffer]
-                buffer.insert(bisect.bisect_right(times, t), [t, args])
+                # [time, offset, args]: offsets order a key's events by arrival (one partition)
+                buffer.insert(bisect.bisect_right(times, t), [t, meta.offset, args])
                 buffers.put(bkey, buffer)
                 for end in sorted({e[0] for e in buffer if t <= e[0] <= t + size}):
                     start = end - size
                     key = encode((k, start))
                     acc = part.get(key)
-                    if acc is ABSENT:  # the window ending at this event is new
+                    if acc is ABSENT:  # the window ending at this event is new: fold in arrival order
                         acc = agg.initial()
-                        for u, event_args in buffer:
-                            if start <= u <= end:
-                                acc = agg.add_args(acc, event_args)
+                        for _, _, event_args in sorted((e for e in buffer if start <= e[0] <= end),
+                                                       key=lambda e: e[1]):
+                            acc = agg.add_args(acc, event_args)
                     else:
                         acc = agg.add_args(acc, args)
                     part.put(key, acc)

@@ -69,7 +69,7 @@ class _Route:
 @dataclass
 class WorkerOptions:
     batch_size: int = 1000
-    commit_every: int = 10_000
+    commit_every: int = 50_000
     commit_interval: float = 1.0
     poll_timeout: float = 0.05
     stdout: TextIO = field(default_factory=lambda: sys.stdout)

@@ -44,6 +44,12 @@ _STREAM_TIME = b"stream_time"
 _OFFSET = struct.Struct(">q")
 
 
+def _compact(data: bytes) -> bytes:
+    """A right-sized copy: orjson's output keeps its whole (about 4 KiB) working buffer,
+    which adds up for keys and values that stay in memory."""
+    return memoryview(data).tobytes()
+
+
 class KeyCodec:
     """How a table's keys are written to its store and to its changelog.
 
@@ -77,13 +83,13 @@ class KeyCodec:
 
     def to_changelog(self, data: bytes) -> bytes:
         if self.windowed:
-            return orjson.dumps([orjson.loads(data[8:]), _START.unpack_from(data)[0] - _BIAS])
+            return _compact(orjson.dumps([orjson.loads(data[8:]), _START.unpack_from(data)[0] - _BIAS]))
         return data
 
     def from_changelog(self, data: bytes) -> bytes:
         if self.windowed:
             key, start = orjson.loads(data)
-            return _START.pack(start + _BIAS) + orjson.dumps(key)
+            return _START.pack(start + _BIAS) + orjson.dumps(key)  # concatenation makes a right-sized copy
         return data
 
 
@@ -121,16 +127,17 @@ class TablePartition:
         if value is ABSENT and key not in self.cache:
             raw = self.store.get(key)
             value = ABSENT if raw is None else orjson.loads(raw)
-            self.cache[key] = value
+            self.cache[_compact(key)] = value
         return value
 
     def put(self, key: bytes, value: Any) -> None:
+        if key not in self.dirty:  # the dirty key object outlives the batch: in the changelog
+            key = _compact(key)
+            self.dirty[key] = None
         self.cache[key] = value
-        self.dirty[key] = None
 
     def delete(self, key: bytes) -> None:
-        self.cache[key] = ABSENT
-        self.dirty[key] = None
+        self.put(key, ABSENT)
 
     def advance(self, timestamp: int) -> int:
         """Move stream time forward to ``timestamp`` (never back); returns the new stream time."""
@@ -163,7 +170,7 @@ class TablePartition:
         out = []
         for key in self.dirty:
             value = cache[key]
-            out.append((key, None if value is ABSENT else dumps(value)))
+            out.append((key, None if value is ABSENT else _compact(dumps(value))))
         return out
 
     @property
