@@ -113,6 +113,7 @@ async def measure(scenario: str, transport_kind: str, records: int, data_dir: st
     return {
         "scenario": scenario, "transport": transport_kind, "records": records, "seconds": round(seconds, 3),
         "events_per_second": round(records / seconds),
+        "changelog_records": worker.monitor.changelog_records,
         "rss_before_mb": round(rss_before / 2**20, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
@@ -148,7 +149,9 @@ def main() -> None:
             else:
                 print(f"{scenario:<12} {kind:<7} {result['records']:>9,} records  {result['seconds']:>7.2f} s  "
                       f"{result['events_per_second']:>9,} events/s  peak RSS {result['peak_rss_mb']:>7.1f} MB "
-                      f"(before consuming {result['rss_before_mb']:.1f} MB)", flush=True)
+                      f"(before consuming {result['rss_before_mb']:.1f} MB)"
+                      + (f"  changelog records {result['changelog_records']:,}" if result["changelog_records"] else ""),
+                      flush=True)
 
 
 if __name__ == "__main__":
