@@ -40,6 +40,7 @@ class Output:
     func: Callable[..., Any] | None = None
     records: list[Rec] = field(default_factory=list)
     node: str = ""  # the step that writes here: the dead-letter stage of its failures
+    internal: bool = False  # a repartition or through topic: the flow goes on from it
 
 
 class Step(ABC):
@@ -196,7 +197,7 @@ def _compile_node(node: n.Node, schema: StreamSchema, plan: ExecutionPlan, dead:
     if isinstance(node, n.Branch):
         return _branch(node, schema, dead)
     if isinstance(node, (n.Repartition, n.Through)):
-        output = Output("topic", node.topic, getattr(node, "serializer", "json"))
+        output = Output("topic", node.topic, getattr(node, "serializer", "json"), internal=True)
         outputs.append(output)
         return OutputStep(node.name, output)
     if isinstance(node, n.Sink):

@@ -22,6 +22,7 @@ guarantee is at-least-once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import sys
 import time
@@ -38,6 +39,7 @@ from .engine import CompiledAgent, Output, Rec, Step, compile_agent
 from .monitor import Monitor
 from .offsets import Tracker
 from .records import validator
+from .replies import encode_reply_value, reply_address, reply_to_record
 from .state import StateManager, make_tables
 from .stateful import StatefulStep
 
@@ -122,6 +124,11 @@ class Worker:
         self.transactional = hasattr(transport, "transaction")
         self._unwritten: list[ProducerRecord] = []  # outputs waiting for the next transaction
         self._lock = asyncio.Lock()  # a batch, a commit and a rebalance never interleave
+        # Asks in the current batch (records with reply headers), by id() of their message:
+        # answered by the flow's first output for them, an error, or null if nothing came out.
+        self._asks: dict[int, Message] = {}
+        self._answered: set[int] = set()
+        self._forwarded: set[int] = set()  # went on through an internal topic: answered downstream
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -244,6 +251,9 @@ class Worker:
         # all of it: the tracker's commit rule gives last + 1 once it is acked, at O(1) per batch.
         self.tracker.track_offset(tp, messages[-1].offset)
         self._since_commit += len(messages)
+        for m in messages:
+            if m.headers and reply_address(m.headers) is not None:
+                self._asks[id(m)] = m
         for route in routes:
             batch = self._decode(route, messages)
             for step in route.steps:
@@ -319,6 +329,8 @@ class Worker:
                         pending.extend(records_or_awaitables)
         if pending:  # before producing, so a failing async sink's dead letter goes out with this batch
             await asyncio.gather(*pending)
+        if self._asks:
+            records.extend(self._unanswered_replies())
         if self._dead:
             records.extend(self._dead)
             self._dead = []
@@ -336,8 +348,52 @@ class Worker:
         for topic, count in counts.items():
             self.monitor.on_sent(topic, count)
 
+    def _unanswered_replies(self) -> list[ProducerRecord]:
+        """Null replies to asks that left no output here (filtered out), then forget them."""
+        out = []
+        for key, message in self._asks.items():
+            if key not in self._answered and key not in self._forwarded:
+                reply = reply_to_record(message.headers, value=b"null")
+                if reply is not None:
+                    out.append(reply)
+        self._asks.clear()
+        self._answered.clear()
+        self._forwarded.clear()
+        return out
+
+    def _replies(self, output: Output, batch: list[Rec], records: list[Any]) -> list[Any]:
+        """Answer the asks among `batch` (or carry their request on through an internal topic)."""
+        asks, replies = self._asks, []
+        for i, rec in enumerate(batch):
+            key = id(rec[3])
+            if key not in asks:
+                continue
+            request = asks[key].headers
+            if output.internal:
+                self._forwarded.add(key)
+                if i < len(records):
+                    records[i] = dataclasses.replace(records[i], headers=request)
+            elif output.node and key not in self._answered:  # a sink: the flow's result
+                self._answered.add(key)
+                try:
+                    reply = reply_to_record(request, value=encode_reply_value(rec[1]))
+                except CodecError as e:
+                    reply = reply_to_record(request, error=f"flow {self.plan.name}: the result cannot be encoded: {e}")
+                if reply is not None:
+                    replies.append(reply)
+        return replies
+
     def _drain(self, output: Output) -> list[Any]:
         batch, output.records[:] = list(output.records), []
+        if self._asks:
+            drained = self._drain_records(output, batch)
+            replies = self._replies(output, batch, drained if output.kind == "topic" else [])
+            if replies:
+                self._dead.extend(replies)  # produced with this batch's other records
+            return drained
+        return self._drain_records(output, batch)
+
+    def _drain_records(self, output: Output, batch: list[Rec]) -> list[Any]:
         if output.kind == "topic":
             codec = get_codec(output.serializer)
             dumps, compact, target = orjson.dumps, _compact, output.target
@@ -403,6 +459,11 @@ class Worker:
             self.monitor.on_dead_letter(node)
 
     def _dead_letter(self, message: Message, stage: str, reason: str) -> None:
+        if self._asks and id(message) in self._asks and id(message) not in self._answered:
+            self._answered.add(id(message))
+            reply = reply_to_record(message.headers, error=f"flow {self.plan.name} failed at {stage}: {reason}")
+            if reply is not None:
+                self._dead.append(reply)
         headers = (*message.headers,
                    ("dataflow.stage", stage.encode()),
                    ("dataflow.error", reason.encode()),
