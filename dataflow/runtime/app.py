@@ -529,7 +529,13 @@ class App:
             raise RuntimeError(f"app {self.name!r} is not started; hint: await app.start() before sending")
         await self._ensure_topics(sorted({record.topic for record in records}))
         try:
-            results = await self._producer.send_batch(records)
+            if len(records) == 1:
+                # Single sends (one per ask, one per reply) go through the producer's
+                # accumulator, so many concurrent ones share batches on Kafka instead of
+                # queueing one closed batch each behind the partition's in-flight batch.
+                results = [await self._producer.send(records[0])]
+            else:
+                results = await self._producer.send_batch(records)
         except Exception:
             self.monitor.send_errors += 1
             raise

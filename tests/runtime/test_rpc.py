@@ -21,7 +21,7 @@ from dataflow.runtime.replies import (
     ReplyPromise,
     read_reply,
 )
-from dataflow.transport.base import TP, open_transport
+from dataflow.transport.base import TP, Message, open_transport
 from dataflow.transport.memory import MemoryTransport
 
 
@@ -146,6 +146,13 @@ async def test_an_ask_without_a_reply_times_out_with_a_clear_error(broker: str) 
 
 # -- the rest of the API ---------------------------------------------------------------------
 
+async def only_record(app: App, topic: str) -> Message:
+    """The one record of a one-partition topic of a running app."""
+    async with app.transport.consumer(f"reader-{uuid.uuid4().hex}", [topic]) as consumer:
+        [record] = (await consumer.getmany(timeout=0))[TP(topic, 0)]
+    return record
+
+
 async def test_ask_nowait_returns_a_promise_to_await_later() -> None:
     app, agents = build_rpc_app("memory://")
     await app.start()
@@ -195,11 +202,7 @@ async def test_custom_reply_to_and_correlation_id_go_in_the_headers() -> None:
     try:
         assert await echo.ask("hi", reply_to="custom-replies", correlation_id="corr-1") == "hi"
         assert seen == [{"dataflow.reply-to": b"custom-replies", "dataflow.correlation-id": b"corr-1"}]
-        consumer = app.transport.consumer("reader", ["custom-replies"])
-        await consumer.start()
-        batch = await consumer.getmany(timeout=0)
-        await consumer.stop()
-        [reply] = batch[TP("custom-replies", 0)]
+        reply = await only_record(app, "custom-replies")
         assert reply.headers == ((CORRELATION_ID, b"corr-1"),)
         assert read_reply(reply.headers, reply.value) == ("corr-1", "hi")
     finally:
@@ -242,10 +245,7 @@ async def test_send_with_reply_to_answers_without_anyone_waiting() -> None:
     try:
         await double.send(value=5, reply_to="fire-results", correlation_id="c-5")
         await app.run_until_idle(stop=False)
-        consumer = app.transport.consumer("reader", ["fire-results"])
-        await consumer.start()
-        [reply] = (await consumer.getmany(timeout=0))[TP("fire-results", 0)]
-        await consumer.stop()
+        reply = await only_record(app, "fire-results")
         assert (reply.value, reply.headers) == (b"10", ((CORRELATION_ID, b"c-5"),))
         with pytest.raises(ValueError, match="needs a correlation_id"):
             await double.send(value=1, reply_to="fire-results")
