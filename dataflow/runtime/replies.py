@@ -414,13 +414,22 @@ class ReplyConsumer:
             promise.fulfill(correlation_id, result)
 
     async def _run(self, consumer: Consumer) -> None:
-        while True:
-            batch = await consumer.getmany(max_records=1000, timeout=1.0)
-            for messages in batch.values():
-                for message in messages:
-                    reply = read_reply(message.headers, message.value)
-                    if reply is not None:
-                        self.deliver(*reply)
+        try:
+            while True:
+                batch = await consumer.getmany(max_records=1000, timeout=1.0)
+                for messages in batch.values():
+                    for message in messages:
+                        reply = read_reply(message.headers, message.value)
+                        if reply is not None:
+                            self.deliver(*reply)
+        except Exception as exc:  # noqa: BLE001 - the askers must hear of it, not time out
+            logger.error("app %s: reading replies from %s failed: %s", self.app.name, sorted(self._topics), exc)
+            waiting, self._waiting = self._waiting, {}
+            for correlation_id, (promise, handle, _) in waiting.items():
+                if handle is not None:
+                    handle.cancel()
+                promise.fail(correlation_id, ReplyError(f"reading replies failed: {type(exc).__name__}: {exc}"))
+            raise
 
     async def stop(self) -> None:
         """Stop reading; promises still waiting fail with a :class:`ReplyError`."""

@@ -21,7 +21,7 @@ from dataflow.runtime.replies import (
     ReplyPromise,
     read_reply,
 )
-from dataflow.transport.base import TP, Message, open_transport
+from dataflow.transport.base import TP, Message, ProducerRecord, open_transport
 from dataflow.transport.memory import MemoryTransport
 
 
@@ -437,3 +437,28 @@ def test_reply_records_carry_the_correlation_id_and_the_error_in_headers() -> No
     assert isinstance(read_reply(record.headers, None)[1], AgentError)
     assert read_reply((), b"1") is None
     assert issubclass(AskTimeout, TimeoutError)
+
+
+async def test_asks_fail_at_once_when_reading_replies_breaks() -> None:
+    app = App("broken", broker="memory://")
+
+    @app.agent()
+    async def never(stream):
+        async for value in stream:
+            if value is None:
+                yield value
+
+    await app.start()
+    try:
+        replies = await app.replies()
+        promise = await never.ask_nowait(1)
+
+        async def broken_getmany(**_: object) -> dict:
+            raise RuntimeError("connection lost")
+
+        replies._consumer.getmany = broken_getmany  # type: ignore[union-attr,method-assign]
+        await app._produce([ProducerRecord(app.reply_to, None, b"1")])  # wakes the pending read
+        with pytest.raises(ReplyError, match="^reading replies failed: RuntimeError: connection lost$"):
+            await promise
+    finally:
+        await app.stop()
