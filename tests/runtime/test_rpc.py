@@ -1,11 +1,10 @@
 """Agents as services: ask, ask_nowait, map, kvmap, join, kvjoin, reply routing, errors and
-timeouts, on memory:// and the embedded local log (Kafka variants: tests/kafka/)."""
+timeouts, on memory:// and the embedded local log (Kafka variants: test_rpc_kafka.py)."""
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,19 +21,7 @@ from dataflow.runtime.replies import (
     read_reply,
 )
 from dataflow.transport.base import TP, Message, ProducerRecord, open_transport
-from dataflow.transport.memory import MemoryTransport
-
-
-
-@pytest.fixture(params=["memory", "local"])
-async def broker(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
-    if request.param == "memory":
-        name = f"rpc-{uuid.uuid4().hex}"
-        keep = MemoryTransport(name)  # keeps the named broker alive after the app stops
-        yield f"memory://{name}"
-        del keep
-    else:
-        yield f"local://{tmp_path / 'log'}"
+from tests.runtime.test_agents import broker  # noqa: F401 - the memory:// / local log fixture
 
 
 # -- the acceptance cases, shared with the Kafka variants (test_rpc_kafka.py) ---------------
