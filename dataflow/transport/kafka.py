@@ -80,6 +80,9 @@ ACKS = ("all", "1", "0")
 _SECRETS = frozenset({"sasl_password", "ssl_password"})
 # Records placed per (topic, key): murmur2 is pure Python, and partition counts never shrink.
 _PLACEMENT_CACHE = 100_000
+# Up to this many records, send_batch goes through aiokafka's accumulator (shared batches
+# for concurrent callers); above, one closed batch per partition.
+_SMALL_BATCH = 8
 
 
 def _reveal(value: Any) -> str:
@@ -439,11 +442,17 @@ class KafkaProducer(Producer):
         self._producer: AIOKafkaProducer | None = None
         self._placement: dict[tuple[str, bytes], int] = {}
         self._tps: dict[tuple[str, int], TP] = {}
+        self._enqueue = asyncio.Lock()
+        self._starting = asyncio.Lock()
         self.stopped = False
 
     async def start(self) -> None:
-        if self._producer is not None:
-            return
+        # Concurrent first sends all start the producer: one of them does it.
+        async with self._starting:
+            if self._producer is None:
+                await self._start()
+
+    async def _start(self) -> None:
         config = self._transport.config
         producer = AIOKafkaProducer(
             **config.client_options(),
@@ -490,6 +499,20 @@ class KafkaProducer(Producer):
         self._produced(record.topic, meta.partition, meta.offset + 1)
         return meta.partition, meta.offset
 
+    async def _send_each(self, producer: AIOKafkaProducer, records: Sequence[ProducerRecord],
+                         partitions: list[int]) -> list[tuple[int, int]]:
+        # A few records: the accumulator path, where concurrent small sends share batches.
+        try:
+            futures = [await producer.send(r.topic, r.value, r.key, partition=p, timestamp_ms=r.timestamp,
+                                           headers=list(r.headers) if r.headers else None)
+                       for r, p in zip(records, partitions)]
+            metas = await asyncio.gather(*futures)
+        except kerrors.KafkaError as err:
+            raise _error(err, f"producing to {', '.join(sorted({r.topic for r in records}))}") from None
+        for meta in metas:
+            self._produced(meta.topic, meta.partition, meta.offset + 1)
+        return [(meta.partition, meta.offset) for meta in metas]
+
     def _produced(self, topic: str, partition: int, end: int) -> None:
         key = (topic, partition)
         tp = self._tps.get(key)
@@ -531,11 +554,14 @@ class KafkaProducer(Producer):
 
     async def send_batch(self, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
         """Each partition's records as one closed batch (split at ``max_batch_size``), sent at
-        once without lingering: the batch is already as big as it will get."""
+        once without lingering: the batch is already as big as it will get. A few records
+        (up to 8) take the per-record path, which shares batches with concurrent senders."""
         if not records:
             return []
         producer = await self._client()
         partitions = await self._partitions(records)
+        if len(records) <= _SMALL_BATCH and all(r.key is not None or r.value is not None for r in records):
+            return await self._send_each(producer, records, partitions)
         # One BatchBuilder per partition run instead of producer.send() per record: the
         # per-record coroutine, metadata check and accumulator lookup cost more than the
         # pipeline's own work (about 2x on the W1 benchmark).
@@ -544,23 +570,26 @@ class KafkaProducer(Producer):
             groups.setdefault((record.topic, partition), []).append(index)
         pending = []
         try:
-            for (topic, partition), indexes in groups.items():
-                builder = producer.create_batch()
-                first = 0
-                for n, index in enumerate(indexes):
-                    record = records[index]
-                    headers = list(record.headers) if record.headers else []
-                    if builder.append(timestamp=record.timestamp, key=record.key, value=record.value,
-                                      headers=headers) is None:
-                        # full (max_batch_size): send it and start the next one
-                        builder.close()
-                        pending.append((await producer.send_batch(builder, topic, partition=partition),
-                                        indexes[first:n]))
-                        builder, first = producer.create_batch(), n
-                        builder.append(timestamp=record.timestamp, key=record.key, value=record.value,
-                                       headers=headers)
-                builder.close()  # closed batches are sent without waiting for linger_ms
-                pending.append((await producer.send_batch(builder, topic, partition=partition), indexes[first:]))
+            # Enqueue one caller at a time: aiokafka's add_batch waits for the partition's
+            # previous batch to drain, and its timeout shrinks faster the more callers queue.
+            async with self._enqueue:
+                for (topic, partition), indexes in groups.items():
+                    builder = producer.create_batch()
+                    first = 0
+                    for n, index in enumerate(indexes):
+                        record = records[index]
+                        headers = list(record.headers) if record.headers else []
+                        if builder.append(timestamp=record.timestamp, key=record.key, value=record.value,
+                                          headers=headers) is None:
+                            # full (max_batch_size): send it and start the next one
+                            builder.close()
+                            pending.append((await producer.send_batch(builder, topic, partition=partition),
+                                            indexes[first:n]))
+                            builder, first = producer.create_batch(), n
+                            builder.append(timestamp=record.timestamp, key=record.key, value=record.value,
+                                           headers=headers)
+                    builder.close()  # closed batches are sent without waiting for linger_ms
+                    pending.append((await producer.send_batch(builder, topic, partition=partition), indexes[first:]))
             metas = await asyncio.gather(*(future for future, _ in pending))
         except kerrors.KafkaError as err:
             raise _error(err, f"producing to {', '.join(sorted({r.topic for r in records}))}") from None

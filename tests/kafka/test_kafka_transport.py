@@ -226,3 +226,22 @@ async def test_secrets_never_show(kafka_url: str) -> None:
     assert t.config.client_id == "tests"
     with pytest.raises(TransportError, match="sasl_password may not be given in the kafka url"):
         KafkaTransport(kafka_url + "?sasl_password=x")
+
+
+async def test_concurrent_batches_and_single_sends_to_one_partition(transport: KafkaTransport) -> None:
+    # Many callers at once (RPC replies, several agents) must neither time out in the
+    # client's batch queue nor lose or repeat an offset.
+    topic = unique_name("busy")
+    await transport.create_topics([TopicSpec(topic, 1)])
+    producer = transport.producer()
+    batches = [[ProducerRecord(topic, None, b"b%d-%d" % (i, j)) for j in range(20)] for i in range(100)]
+    singles = [ProducerRecord(topic, None, b"s%d" % i) for i in range(300)]
+    results = await asyncio.gather(*(producer.send_batch(b) for b in batches),
+                                   *(producer.send(r) for r in singles))
+    placed = [pos for result in results[:100] for pos in result] + list(results[100:])
+    assert sorted(offset for _, offset in placed) == list(range(2300))
+    async with transport.consumer(unique_name("g"), [topic]) as consumer:
+        got = (await drain(consumer, 2300))[TP(topic, 0)]
+    by_offset = {m.offset: m.value for m in got}
+    sent = [r.value for b in batches for r in b] + [r.value for r in singles]
+    assert [by_offset[offset] for _, offset in placed] == sent
