@@ -284,3 +284,48 @@ async def test_declaration_creates_internal_topics_and_keeps_the_users_partition
         assert await declare_topics(transport, declarations_for(p), auto_create=False) == counts  # idempotent
     finally:
         await transport.stop()
+
+
+PIPELINE_FILE = '''
+from datetime import datetime
+from dataflow import Flow, Record, col
+
+class Withdrawal(Record):
+    account_id: str
+    amount: float
+    country: str
+    ts: datetime
+
+flow = Flow("withdrawals{sfx}", partitions=2)
+withdrawals = flow.source("withdrawals{sfx}", key=str, value=Withdrawal, timestamp="ts")
+large = withdrawals.filter(col("amount") > 1000, name="large")
+routes = large.branch(foreign=col("country") != "NO", default="domestic", name="route")
+routes.foreign.map({{"account": col("account_id"), "amount": col("amount"), "country": col("country")}},
+                   name="foreign_alerts").to("foreign-alerts{sfx}")
+routes.domestic.group_by("account_id", name="by_account").to("domestic-large{sfx}")
+'''
+
+
+def test_dataflow_run_on_kafka_from_the_command_line(kafka_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dataflow.cli import app
+
+    sfx = "-" + unique_name("cli")
+    path = tmp_path / "large_withdrawals.py"
+    path.write_text(PIPELINE_FILE.format(sfx=sfx))
+    result = CliRunner().invoke(app, [
+        "run", str(path), "--broker", kafka_url, "--input", f"withdrawals{sfx}={EXAMPLES / 'data' / 'withdrawals.jsonl'}",
+        "--output", f"foreign-alerts{sfx}=-", "--output", f"domestic-large{sfx}=-", "--until-idle"])
+    assert result.exit_code == 0, result.output
+    rows = [orjson.loads(line) for line in result.stdout.splitlines()]
+    by_topic = {t: [(r["key"], r["value"], r["partition"], r["offset"], r["timestamp"]) for r in rows if r["topic"] == t]
+                for t in (f"foreign-alerts{sfx}", f"domestic-large{sfx}")}
+    assert by_topic[f"foreign-alerts{sfx}"] == [
+        (None, {"account": "acc-1", "amount": 2500.0, "country": "SE"}, 0, 0, 1795251612000),
+        (None, {"account": "acc-3", "amount": 1200.0, "country": "XX"}, 0, 1, 1795251620000)]
+    assert sorted(by_topic[f"domestic-large{sfx}"], key=lambda r: (r[2], r[3])) == [
+        ("acc-1", {"account_id": "acc-1", "amount": 1500.0, "country": "NO", "ts": 1795251600000}, 0, 0, 1795251600000),
+        ("acc-1", {"account_id": "acc-1", "amount": 3000.0, "country": "NO", "ts": 1795251631000}, 0, 1, 1795251631000),
+        ("acc-5", {"account_id": "acc-5", "amount": 1001.0, "country": "NO", "ts": 1795251659000}, 1, 0, 1795251659000)]
+    assert "dead letters: 3 (decode: 1, validate: 2)" in result.stderr
