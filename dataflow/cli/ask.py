@@ -31,9 +31,6 @@ def load_app(ref: str) -> Any:
 
     from ..runtime.app import App
 
-    if ref.endswith(".flow"):
-        raise UserError(f"{ref}: error: compiled .flow pipelines cannot be asked yet; "
-                        "hint: ask an agent of a Python App (@app.agent that yields its result)")
     path = Path(ref)
     if ref.endswith(".py") or path.exists():
         if not path.is_file():
@@ -101,10 +98,43 @@ async def ask_agent(target: Any, agent_name: str, value: Any, key: Any, timeout:
         await target.stop()
 
 
+def _defines_flow(ref: str) -> bool:
+    """Whether a .py file defines a compiled pipeline (a Flow) and no App."""
+    if not ref.endswith(".py") or not Path(ref).is_file():
+        return False
+    text = Path(ref).read_text(errors="replace")
+    return "Flow(" in text and "App(" not in text
+
+
+def _ask_pipeline(ref: str, topic: str, value: Any, key: Any, timeout: float, broker: str | None,
+                  data_dir: str | None) -> Any:
+    """Ask a compiled pipeline through one of its source topics."""
+    import asyncio
+
+    from ..runtime.flow_ask import UnknownEntry, ask_flow
+    from ..runtime.replies import ReplyError
+    from ..runtime.runner import state_dir_for
+    from ..transport.base import LogLockedError, TransportError, open_transport
+    from . import _plan
+
+    plan = _plan(ref, None)
+    directory = data_dir or plan.settings.data_dir or str(Path(".dataflow") / plan.name)
+    transport = open_transport(broker or plan.settings.broker, directory)
+    try:
+        return asyncio.run(ask_flow(plan, topic, value, key, transport=transport, timeout=timeout,
+                                    data_dir=state_dir_for(transport, directory)))
+    except LogLockedError as e:
+        raise UserError(f"error: {e}; hint: the embedded log serves one process at a time: ask while the "
+                        "pipeline is stopped (dataflow ask then runs it), or run it on kafka://") from None
+    except (ReplyError, UnknownEntry, TransportError) as e:
+        raise UserError(f"error: {e}") from None
+
+
 @app.command("ask")
 def ask_command(
     pipeline: str = typer.Argument(..., help=ASK_PIPELINE_HELP),
-    agent: str = typer.Argument(..., help="The name of the agent to ask."),
+    agent: str = typer.Argument(..., help="The agent to ask (an App), or the source topic to ask a compiled "
+                                "pipeline through (.flow, or a .py defining a Flow)."),
     value: str = typer.Option(..., "--value", help="The value to send, as JSON."),
     key: Optional[str] = typer.Option(None, "--key", help="The key to send it with (text)."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the reply."),
@@ -113,7 +143,7 @@ def ask_command(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where the embedded log lives, when the "
                                            "broker is the default local log."),
 ) -> None:
-    """Ask an agent for its result for one value and print it as JSON."""
+    """Ask an agent, or a pipeline through a source topic, for its result for one value; print it as JSON."""
     import asyncio
 
     import orjson
@@ -126,6 +156,8 @@ def ask_command(
         raise typer.BadParameter("must be > 0 seconds", param_hint="--timeout")
 
     def body() -> Any:
+        if pipeline.endswith(".flow") or _defines_flow(pipeline):
+            return _ask_pipeline(pipeline, agent, decoded, key, timeout, broker, data_dir)
         target = load_app(pipeline)
         if broker is not None or data_dir is not None:
             target.set_broker(broker, data_dir)

@@ -87,8 +87,7 @@ def test_mistakes_are_one_line_errors(shop: Path) -> None:
         ("shop.py", "nope"): "error: app 'shop' has no agent 'nope'; agents: double, evens, invert, quiet\n",
         ("shop.py", "quiet"): "error: agent 'quiet' cannot reply: its function does not yield results; hint: "
                               "`yield` the result inside `async for`, or use cast() to send without a reply\n",
-        ("flow.flow", "a"): "flow.flow: error: compiled .flow pipelines cannot be asked yet; hint: ask an agent "
-                            "of a Python App (@app.agent that yields its result)\n",
+        ("flow.flow", "a"): "error: pipeline x has no source topic 'a'; ask through one of: none\n",
         ("none.py", "a"): 'none.py: error: defines no dataflow App; hint: App("name") with @app.agent functions\n',
         ("two.py", "a"): "two.py: error: defines several apps (a, b); hint: name one with module:NAME or call it `app`\n",
         ("missing.py", "a"): "missing.py: error: no such file\n",
