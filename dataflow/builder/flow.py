@@ -30,7 +30,7 @@ from ..ir.types import ANY, Type, from_python
 from .expressions import Col, callable_ref, expr_or_callable, key_expr, label, to_expr
 from .windows import Duration, WindowSpec
 
-ANCHOR_KINDS = {"source", "table_source", "group_by", "through", "window", "aggregate", "table", "join",
+ANCHOR_KINDS = {"source", "table_source", "timer", "group_by", "through", "window", "aggregate", "table", "join",
                 "merge", "branch"}
 #: kinds whose derived name must be unique rather than suffixed: topics and stores derive from them,
 #: or from the names of the steps they anchor (so a counted suffix would leak into a topic or store name)
@@ -104,6 +104,31 @@ class Flow:
                              key_serializer=decl.key_serializer, loc=loc or caller_location())
         handle = self._add_root(node)
         return Table(self, handle.node, handle.anchor)
+
+    def every(self, interval: Duration, *, value: Any, name: str | None = None,
+              loc: SourceLocation | None = None) -> "Stream":
+        """A stream made by the clock: every `interval` one record with a null key, the tick
+        time as its timestamp, and `value` evaluated at the tick (an expression, a constant or a
+        dict of them: `{"service": "fraud", "at": fn.now()}`).
+
+        The first tick comes one interval after the worker starts; ticks keep to that grid and
+        skip the ones a busy worker missed. Named `every_<interval>` unless `name=` is given.
+
+        >>> from dataflow import Flow, fn
+        >>> flow = Flow("app")
+        >>> flow.every("10s", value={"service": "fraud", "at": fn.now()}, name="heartbeat").to("heartbeats")
+        >>> timer = flow.topology().node("heartbeat")
+        >>> timer.kind, timer.interval_ms, sorted(flow.topology().successors("heartbeat"))
+        ('timer', 10000, ['heartbeat.to_heartbeats'])
+        """
+        loc = loc or caller_location()
+        interval_ms = parse_duration(interval)
+        if callable(value) and not isinstance(value, (Col, type)):
+            raise TypeError(f"{loc}: a timer's value is an expression or a constant, not a Python callable; "
+                            f"call Python code with udf(\"package.module:function\")")
+        node = n.Timer(name or f"every_{format_duration(interval_ms)}", interval_ms=interval_ms,
+                       value=to_expr(value), loc=loc)
+        return self._add_root(node)
 
     def _declare(self, topic: str | TopicDecl, key: Any, value: Any, partitions: int | None,
                  serializer: str | None, key_serializer: str | None, timestamp: str | None) -> TopicDecl:

@@ -66,6 +66,21 @@ class TableSource(Node):
     arity: ClassVar[int] = 0
 
 
+@dataclass(frozen=True)
+class Timer(Node):
+    """A stream made by the clock: every `interval_ms` one record `(null key, value, tick time)`.
+
+    `value` is evaluated at each tick; it has no input record to read, so it is made of
+    literals and functions (`now()`, `_timestamp`: the tick time).
+    """
+
+    interval_ms: int
+    value: Expr
+
+    kind: ClassVar[str] = "timer"
+    arity: ClassVar[int] = 0
+
+
 # --------------------------------------------------------------------------- stateless
 
 

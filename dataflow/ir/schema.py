@@ -24,7 +24,7 @@ from .diagnostics import Diagnostic
 from .expr import ExprTypeError, Scope, infer
 from .location import SourceLocation
 from .topology import Topology
-from .types import (ANY, BOOL, FLOAT, INT, TIMESTAMP, Field, ListType, OptionalType, RecordType, Type,
+from .types import (ANY, BOOL, FLOAT, INT, NULL, TIMESTAMP, Field, ListType, OptionalType, RecordType, Type,
                     is_assignable, is_numeric, optional, strip_optional, unify)
 
 STREAM, TABLE, WINDOWED, WINDOWED_TABLE = "stream", "table", "windowed", "windowed_table"
@@ -105,6 +105,10 @@ def _infer_node(topology: Topology, node: n.Node, inputs: list[StreamSchema], de
         if isinstance(node, n.Source) and node.timestamp_field:
             _time_field(node.value_type, tuple(node.timestamp_field.split(".")), node, errors)
         return StreamSchema(node.key_type, node.value_type, shape, parts, node.topic, True)
+    if isinstance(node, n.Timer):
+        # One record per tick per worker, on no partition in particular: not keyed, so a
+        # stateful step downstream gets a repartition first (its records gain a partition).
+        return StreamSchema(NULL, _timer_value(node, errors), STREAM, default_partitions, node.name, False)
     if not inputs:
         return None
     first = inputs[0]
@@ -190,6 +194,21 @@ def _infer_node(topology: Topology, node: n.Node, inputs: list[StreamSchema], de
             current = _infer_node(topology, step, [current], default_partitions, errors) or current
         return current
     return first
+
+
+def _timer_value(node: n.Timer, errors: list[Diagnostic]) -> Type:
+    """The type of a timer's value; it has no input record, so it reads no fields."""
+    from .expr import FieldRef, walk
+
+    fields = [e for e in walk(node.value) if isinstance(e, FieldRef)]
+    for ref in fields:
+        errors.append(Diagnostic(f"a timer's value cannot read the field '{'.'.join(ref.path)}': "
+                                 "a timer has no input record", ref.loc or node.loc,
+                                 "build it from constants and functions such as now(); "
+                                 "_timestamp is the tick time", rule="type"))
+    if fields:
+        return ANY
+    return _check(node.value, Scope(NULL, NULL), errors, node.loc)
 
 
 def _time_field(value: Type, path: tuple[str, ...], node: n.Node, errors: list[Diagnostic]) -> None:

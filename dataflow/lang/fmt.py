@@ -286,15 +286,15 @@ class _Formatter:
         head_unit = (_start(node), _end(source))
         units = [head_unit, *((_start(s), _end(s)) for s in stages)]
         placed = _distribute(units, comments)
-        head = prefix + self.source(source)
+        head = self._head(prefix, source)
         hoisted = [*placed.leading[0], *placed.inner[0]]
         flat = [self.stage(s, [], 4) for s in stages]
-        one_line = " | ".join([head, *(f[0] for f in flat)])
+        one_line = " | ".join([head[0], *(f[0] for f in flat)])
         has_comments = any(placed.leading[1:]) or any(placed.inner[1:]) or any(placed.trailing) or placed.tail
         if (not has_comments and len(stages) <= 2 and len(one_line) <= WIDTH
-                and all(len(f) == 1 for f in flat)):
+                and len(head) == 1 and all(len(f) == 1 for f in flat)):
             return hoisted, [one_line]
-        lines = _with_trailing([head], placed.trailing[0])
+        lines = _with_trailing(head, placed.trailing[0])
         for i, stage in enumerate(stages, start=1):
             stage_comments = [*placed.leading[i]]
             stage_lines = self.stage(stage, placed.inner[i], 4)
@@ -308,9 +308,23 @@ class _Formatter:
         lines.extend(INDENT + c.text for c in placed.tail)
         return hoisted, lines
 
+    def _head(self, prefix: str, source: Any) -> list[str]:
+        """`stream x = SOURCE`: one line, or a timer's long record value one field per line."""
+        line = prefix + self.source(source)
+        if source.data != "timer_source" or len(line) <= WIDTH or len(source.children) < 2:
+            return [line]
+        value = source.children[1].children[0]
+        if not (isinstance(value, Tree) and value.data == "record_expr"):
+            return [line]
+        return self._braces(f"{prefix}every {source.children[0].value} emit", value.children, [], 0, "",
+                            self._record_item)
+
     def source(self, node: Any) -> str:
         if node.data == "topic_source":
             return f"topic {self._topic(node.children[0])}"
+        if node.data == "timer_source":
+            interval, *emit = node.children
+            return f"every {interval.value}" + "".join(f" emit {self.expr(e.children[0])}" for e in emit)
         return self.ref(node)
 
     def ref(self, node: Any) -> str:

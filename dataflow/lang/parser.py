@@ -252,6 +252,11 @@ def _unexpected_token(error: UnexpectedToken, filename: str, text: str, parser: 
     if token.type == "$END":
         return Diagnostic(f"unexpected end of file; expected {describe_expected(expected, parser)}", loc)
     message = f"unexpected {_describe_token(token)}; expected {describe_expected(expected, parser)}"
+    if token.type == "DURATION" and _lone_name(error) == "every":
+        return Diagnostic("a timer needs a name", _token_loc(filename, error.state.value_stack[-1]),  # type: ignore[union-attr]
+                          f"declare it: stream heartbeat = every {token.value} emit ...")
+    if token.type in ("INT", "FLOAT") and expected == {"DURATION"}:
+        return Diagnostic(message, loc, "a duration has a unit: 500ms, 10s, 5m, 1h or 1d")
     hint = ""
     before = text[token.start_pos - 1] if token.start_pos else ""
     if token.type == "NAME" and "pipeline" in literals:
@@ -292,6 +297,21 @@ def acceptable(error: UnexpectedToken) -> set[str]:
     except Exception:  # noqa: BLE001 - a lark without these internals: fall back to its own answer
         return set(error.expected or ())
     return found or set(error.expected or ())
+
+
+_STATEMENTS = {"pipeline_decl", "record_decl", "topic_decl", "udf_decl", "stream_decl", "table_decl", "pipe_stmt"}
+
+
+def _lone_name(error: UnexpectedToken) -> str | None:
+    """The name that starts a statement, when it is all the statement holds so far."""
+    stack = getattr(getattr(error, "state", None), "value_stack", None)
+    if not stack:
+        return None
+    *before, top = stack
+    # earlier statements, maybe gathered by lark into a `__start_star_N` tree
+    if not all(isinstance(x, Tree) and (x.data in _STATEMENTS or x.data.startswith("__start")) for x in before):
+        return None
+    return str(top.value) if isinstance(top, Token) and top.type == "NAME" else None
 
 
 def _stray_statement_word(error: UnexpectedToken, expected: set[str], parser: Lark) -> Token | None:

@@ -85,6 +85,15 @@ class TopicSource:
 
 
 @dataclass
+class TimerSource:
+    """`every 10s emit EXPR` on the right of a declaration: a record every interval."""
+
+    interval: str
+    value: ir.Expr
+    loc: SourceLocation
+
+
+@dataclass
 class Declared:
     kind: str  # stream | table | branch
     handle: Any
@@ -404,12 +413,14 @@ class FlowTransformer(ExpressionRules):
         return Declared(kind, handle, loc)
 
     # ------------------------------------------------------------------ running a pipe
-    def _run(self, source: Ref | TopicSource, stages: list[Step], name: str | None,
+    def _run(self, source: Ref | TopicSource | TimerSource, stages: list[Step], name: str | None,
              kind: str | None) -> tuple[Any, Any]:
         """Apply the steps; returns (last handle, handle of the named step)."""
         handle: Any
         if isinstance(source, TopicSource):
             handle, steps = None, [self._topic_step(source, kind), *stages]
+        elif isinstance(source, TimerSource):
+            handle, steps = None, [self._timer_step(source, name), *stages]
         else:
             handle, prefix = self._resolve(source)
             steps = [*prefix, *stages]
@@ -455,6 +466,16 @@ class FlowTransformer(ExpressionRules):
             return self.flow.source(source.topic, name=name, loc=source.loc)
 
         return Step("topic", source.loc, apply, needs="none")
+
+    def _timer_step(self, source: TimerSource, declared: str | None) -> Step:
+        """A timer is named by its declaration; when steps follow it, after it: `hb.every_10s`."""
+
+        def apply(_: Any, name: str | None) -> Any:
+            if name is None and declared is not None:
+                name = f"{declared}.every_{source.interval}"
+            return self.flow.every(source.interval, value=source.value, name=name, loc=source.loc)
+
+        return Step("every", source.loc, apply, needs="none")
 
     def _topic(self, topic: str, loc: SourceLocation) -> TopicInfo:
         if topic in self.topics:
@@ -522,6 +543,17 @@ class FlowTransformer(ExpressionRules):
 
     def topic_source(self, meta: Any, children: list[Token]) -> TopicSource:
         return TopicSource(_topic_text(children[0], self.file), self._loc(meta))
+
+    def timer_source(self, meta: Any, children: list[Any]) -> TimerSource:
+        interval, *value = children
+        loc = self._loc(meta)
+        if not value:
+            raise LangError(f"'every {interval.value}' needs a value to emit", loc,
+                            f"every {interval.value} emit {{ at: now() }}")
+        return TimerSource(format_duration(parse_duration(interval.value)), value[0], loc)
+
+    def timer_emit(self, meta: Any, children: list[ir.Expr]) -> ir.Expr:
+        return children[0]
 
     # ================================================================== stages
     def filter_stage(self, meta: Any, children: list[Any]) -> Step:
@@ -869,9 +901,11 @@ def _quote_topic(topic: str) -> str:
     return topic_name(topic)
 
 
-def _ref_text(ref: Ref | TopicSource) -> str:
+def _ref_text(ref: Ref | TopicSource | TimerSource) -> str:
     if isinstance(ref, TopicSource):
         return f"topic {ref.topic}"
+    if isinstance(ref, TimerSource):
+        return f"every {ref.interval}"
     return ".".join(t.value for t in ref.parts)
 
 

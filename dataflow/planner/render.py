@@ -17,7 +17,7 @@ from ..ir.types import to_json as type_json
 from .plan import ExecutionPlan
 
 LABELS = {
-    "source": "Source", "table_source": "Table source", "map": "Map", "filter": "Filter", "flat_map": "FlatMap",
+    "source": "Source", "table_source": "Table source", "timer": "Timer", "map": "Map", "filter": "Filter", "flat_map": "FlatMap",
     "echo": "Echo", "branch": "Branch", "merge": "Merge", "group_by": "GroupBy", "through": "Through",
     "repartition": "Repartition", "window": "Window", "aggregate": "Aggregate", "table": "Table",
     "changes": "Changes", "join": "Join", "sink": "Sink", "fused": "Fused",
@@ -36,6 +36,8 @@ def describe_node(node: n.Node) -> dict[str, Any]:
                  serializer=node.serializer, key_serializer=node.key_serializer)
         if isinstance(node, n.Source) and node.timestamp_field:
             d["timestamp_field"] = node.timestamp_field
+    elif isinstance(node, n.Timer):
+        d.update(interval=format_duration(node.interval_ms), value=render_expr(node.value))
     elif isinstance(node, n.Filter):
         d["predicate"] = render_expr(node.predicate)
     elif isinstance(node, (n.Map, n.FlatMap)):
@@ -190,7 +192,7 @@ def _node_lines(node: dict[str, Any], topics: dict[str, Any], plan: ExecutionPla
     ins = node["inputs"]
     if ins:
         out.append(f"    <-- {', '.join(ins)}")
-    elif node["kind"] not in ("source", "table_source"):
+    elif node["kind"] not in ("source", "table_source", "timer"):
         boundary = [e["node"] for e in agent["entries"] if node["name"] in plan.topology.successors(e["node"])]
         out.append(f"    <-- {', '.join(boundary) or 'none'}")
     outs = node["outputs"]
@@ -209,6 +211,8 @@ def _detail(node: dict[str, Any], topics: dict[str, Any]) -> str:
     if kind in ("source", "table_source"):
         t = topics[node["topic"]]
         return f"topic: {node['topic']}, {t['partitions']} partitions, {node['serializer']}"
+    if kind == "timer":
+        return f"every {node['interval']}, emit {node['value']}"
     if kind == "filter":
         return node["predicate"]
     if kind in ("map", "flat_map"):

@@ -2,7 +2,8 @@
 
 Rules: unknown field and type mismatch (from type propagation), cycle,
 dangling stream, duplicate name, window without aggregation, join shape and
-co-partitioning, sink type mismatch, and bad window/aggregate parameters.
+co-partitioning, sink type mismatch, bad window/aggregate parameters, and
+timers that never tick.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def check(topology: Topology) -> list[Diagnostic]:
     ["stream 'busy' is never used: it has no sink and feeds no step"]
     """
     schemas, diagnostics = infer_schemas(topology)
-    for rule in (_cycles, _dangling, _windows, _aggregates, _joins, _changes_and_sinks, _duplicate_names):
+    for rule in (_cycles, _dangling, _windows, _aggregates, _joins, _changes_and_sinks, _duplicate_names, _timers):
         diagnostics.extend(rule(topology, schemas))
     unique = {(str(d.loc), d.message): d for d in diagnostics}
     return sorted(unique.values(), key=lambda d: (d.loc.file, d.loc.line, d.loc.column, d.message))
@@ -81,7 +82,7 @@ def _dangling(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diag
             continue
         if isinstance(node, n.Branch):
             continue
-        what = "source" if isinstance(node, n.Source) else "stream"
+        what = "source" if isinstance(node, n.Source) else "timer" if isinstance(node, n.Timer) else "stream"
         out.append(Diagnostic(f"{what} '{node.name}' is never used: it has no sink and feeds no step", node.loc,
                               "", rule="dangling"))
     for node in topology.nodes():
@@ -206,3 +207,10 @@ def _duplicate_names(topology: Topology, schemas: dict[str, StreamSchema]) -> li
                                       node.loc, "give one of them another name=", rule="duplicate"))
             owners.setdefault(topic, node.name)
     return out
+
+
+def _timers(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+    """A timer ticks every interval: zero would tick without end."""
+    return [Diagnostic(f"timer '{node.name}' needs an interval above zero", node.loc,
+                       "write a duration such as 10s or 500ms", rule="timer")
+            for node in topology.nodes() if isinstance(node, n.Timer) and node.interval_ms <= 0]

@@ -210,7 +210,8 @@ def test_tabs_keep_the_caret_aligned() -> None:
      "fraud.flow:11:33: error: strings use double quotes; write \"text\" instead of 'text'"),
     ("record R { a int }\n", "fraud.flow:11:14: error: unexpected name 'int'; expected ':'"),
     ("withdrawals | join withdrawals within 5 | to stdout\n",
-     "fraud.flow:11:39: error: unexpected number 5; expected a duration like 30s"),
+     "fraud.flow:11:39: error: unexpected number 5; expected a duration like 30s; "
+     "a duration has a unit: 500ms, 10s, 5m, 1h or 1d"),
 ])
 def test_more_syntax_messages(body: str, first_line: str) -> None:
     assert report(body).splitlines()[0] == first_line
