@@ -69,20 +69,28 @@ class StateManager:
 
     ``backend``: ``memory`` (state lives as long as the process, as on ``memory://``) or
     ``leveldb`` (one LevelDB per table partition under ``data_dir/state``).
+
+    Without a ``plan`` (the tables of a Python :class:`~dataflow.runtime.app.App`), the
+    owner says which partitions to open and close (:meth:`open`, :meth:`close_partitions`)
+    instead of :meth:`assign` and :meth:`revoke` deriving them from topic partitions.
     """
 
-    def __init__(self, plan: ExecutionPlan, transport: Transport, backend: str, data_dir: str | Path | None,
+    def __init__(self, plan: ExecutionPlan | None, transport: Transport, backend: str, data_dir: str | Path | None,
                  tables: dict[str, Table] | None = None) -> None:
         self.plan = plan
         self.transport = transport
         self.backend = backend
         self.data_dir = data_dir
-        self.tables = tables if tables is not None else make_tables(plan)
+        if tables is None:
+            if plan is None:
+                raise ValueError("a state manager without a plan needs its tables")
+            tables = make_tables(plan)
+        self.tables = tables
         self.on_assigned: list[Callable[[int, str], None]] = []  # (partition, store) hooks of the steps
         self.on_revoked: list[Callable[[int, str], None]] = []
         # topic -> the stores whose partitions follow that topic's partitions
         self._stores_of_topic: dict[str, list[str]] = {}
-        for agent in plan.agents:
+        for agent in plan.agents if plan is not None else ():
             for _, topic in agent.entries:
                 self._stores_of_topic.setdefault(topic, []).extend(
                     s for s in agent.stores if s not in self._stores_of_topic.get(topic, []))
@@ -105,9 +113,14 @@ class StateManager:
     # -- assignment ------------------------------------------------------------------
     async def assign(self, tps: Iterable[TP], committed: Callable[[TP], Awaitable[int | None]]) -> None:
         """Open and recover the table partitions of newly assigned topic partitions."""
+        await self.open(self.stores_for(tps), committed)
+
+    async def open(self, pairs: Iterable[tuple[str, int]],
+                   committed: Callable[[TP], Awaitable[int | None]]) -> None:
+        """Open and recover these ``(store, partition)`` pairs (those not open yet)."""
         loop = asyncio.get_running_loop()
         opened: list[tuple[str, int]] = []
-        for name, p in self.stores_for(tps):
+        for name, p in pairs:
             table = self.tables[name]
             if p in table.partitions:
                 continue
@@ -154,7 +167,11 @@ class StateManager:
 
     async def revoke(self, tps: Iterable[TP]) -> None:
         """Close the table partitions of revoked topic partitions (commit first)."""
-        for name, p in self.stores_for(tps):
+        await self.close_partitions(self.stores_for(tps))
+
+    async def close_partitions(self, pairs: Iterable[tuple[str, int]]) -> None:
+        """Close these ``(store, partition)`` pairs where open (commit first)."""
+        for name, p in pairs:
             if p in self.tables[name].partitions:
                 await self._close(self.tables[name], p)
 
