@@ -41,6 +41,8 @@ from dataflow.runtime.monitor import Monitor
 from dataflow.runtime.offsets import Tracker
 from dataflow.runtime.replies import ReplyConsumer, encode_reply_value, reply_address, reply_to_record
 from dataflow.runtime.timers import Crontab, Task, Timer
+from dataflow.runtime import user_tables
+from dataflow.runtime.user_tables import TableManager
 from dataflow.transport.base import (
     TP,
     Consumer,
@@ -125,6 +127,8 @@ class App:
         self.tasks: list[Task] = []
         self._topics: dict[str, list[Topic]] = {}
         self._channels: list[Channel] = []
+        #: Tables declared with :meth:`Table` and :meth:`SetTable`, by name (Faust's ``app.tables``).
+        self.tables = TableManager(self)
         self._only_agents: set[str] | None = None
         self.started = False
         self._stopping = False
@@ -215,6 +219,45 @@ class App:
         channel = Channel(self, name, self.stream_buffer_maxsize if maxsize is None else maxsize)
         self._channels.append(channel)
         return channel
+
+    def Table(  # noqa: N802 - Faust's name
+        self,
+        name: str,
+        *,
+        default: Callable[[], Any] | None = None,
+        partitions: int | None = None,
+        help: str = "",  # noqa: A002 - Faust's name
+    ) -> user_tables.Table:
+        """A partitioned, changelogged dict for agents (Faust's ``app.Table``); see
+        :mod:`dataflow.runtime.user_tables`. Missing keys read as ``default()`` when given;
+        ``partitions`` defaults to the app's ``topic_partitions``. Window it with
+        ``.tumbling(size)``, ``.hopping(size, step)`` or ``.sliding(before, after)``.
+
+        >>> app = App("shop")
+        >>> totals = app.Table("totals", default=int)
+        >>> totals.changelog_topic, app.tables["totals"] is totals
+        ('shop-totals-changelog', True)
+        """
+        table = user_tables.Table(self, name, default=default, partitions=partitions, help=help)
+        self.tables.add(table)
+        return table
+
+    def SetTable(  # noqa: N802 - Faust's name
+        self,
+        name: str,
+        *,
+        partitions: int | None = None,
+        help: str = "",  # noqa: A002 - Faust's name
+    ) -> user_tables.SetTable:
+        """A table of sets (Faust's ``app.SetTable``): ``t[k].add(x)``, ``t[k].discard(x)``.
+
+        >>> app = App("visits")
+        >>> app.SetTable("pages", partitions=4).partitions
+        4
+        """
+        table = user_tables.SetTable(self, name, partitions=partitions, help=help)
+        self.tables.add(table)
+        return table
 
     def agent(
         self,
@@ -341,6 +384,7 @@ class App:
         if self.client_only:
             return
         await self._ensure_topics(sorted(self._topics))
+        await self.tables.start()
         agents = [agent for name, agent in self.agents.items() if self._only_agents is None or name in self._only_agents]
         for agent in agents:
             agent.start()
@@ -352,6 +396,13 @@ class App:
                 logger.warning("app %s: some actors did not reach their stream in %.1f s", self.name, self.startup_timeout)
         self._resubscribe_needed = False
         await self._start_consumer({})
+        try:
+            if self._consumer is None:
+                await self.tables.open_all()  # no topic to be assigned: this app holds every partition
+            self.tables.check()
+        except BaseException:
+            await self.stop()
+            raise
         self._fetch_task = asyncio.ensure_future(self._fetch_loop())
         self._commit_task = asyncio.ensure_future(self._commit_loop())
         if self._only_agents is None:
@@ -384,11 +435,13 @@ class App:
             await self._commit()
             if self._consumer is not None:
                 await self._consumer.stop()
+            await self.tables.close()
             if self._reply_consumer is not None:
                 await self._reply_consumer.stop()
             if self._producer is not None:
                 await self._producer.stop()
         finally:
+            await self.tables.release()
             if self._owns_transport:
                 await self.transport.stop()
             self.started = False
@@ -593,9 +646,11 @@ class App:
             for tp in tps:
                 if tp in positions:
                     consumer.seek(tp, positions[tp])
+            await self.tables.assigned(tps, consumer)  # opened and recovered before any is read
 
         async def on_revoked(tps: set[TP]) -> None:
             await self._commit(tps)
+            await self.tables.revoked(tps, consumer)
 
         consumer = self.transport.consumer(self.name, topics, on_assigned=on_assigned, on_revoked=on_revoked)
         self._consumer = consumer
@@ -707,25 +762,29 @@ class App:
         return await self._commit()
 
     async def _commit(self, only: Iterable[TP] | None = None) -> dict[TP, int]:
-        """Commit what the tracker says is safe; returns what was committed."""
+        """Commit what the tracker says is safe, after the tables' changelog (see
+        :meth:`TableManager.commit <dataflow.runtime.user_tables.TableManager.commit>`);
+        returns the offsets committed."""
         async with self._commit_lock:
             consumer = self._consumer
-            if consumer is None:
-                return {}
-            self._acks_since_commit = 0
-            owned = consumer.assignment()
-            wanted = set(only) if only is not None else None
-            offsets = {
-                tp: offset for tp, offset in self._tracker.committable().items()
-                if tp in owned and (wanted is None or tp in wanted)
-            }
-            if not offsets:
+            offsets: dict[TP, int] = {}
+            if consumer is not None:
+                self._acks_since_commit = 0
+                owned = consumer.assignment()
+                wanted = set(only) if only is not None else None
+                offsets = {
+                    tp: offset for tp, offset in self._tracker.committable().items()
+                    if tp in owned and (wanted is None or tp in wanted)
+                }
+            if not offsets and not self.tables.dirty():
                 return {}
             started = time.perf_counter()
             try:
-                await consumer.commit(offsets)
+                await self.tables.commit(consumer, offsets)
             except TransportError as exc:
                 logger.warning("app %s: commit failed: %s", self.name, exc)
+                return {}
+            if not offsets:
                 return {}
             self._tracker.mark_committed(offsets)
             self.monitor.on_commit(
