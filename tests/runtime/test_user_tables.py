@@ -2,6 +2,7 @@
 changelog commits, restarts on the local log, and partitions moving between two members."""
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections import Counter
@@ -284,3 +285,35 @@ async def test_partitions_move_between_members_with_their_state() -> None:
         await second.stop()
         await first.stop()
         del keep
+
+
+async def test_a_write_made_while_a_commit_is_in_flight_goes_with_the_next_commit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store flush after a commit clears the dirty marks: writes made while the
+    changelog was being sent must not lose theirs."""
+    name = f"tables-{uuid.uuid4().hex}"
+    keep = MemoryTransport(name)
+    app = App("race", broker=f"memory://{name}", topic_partitions=1, commit_interval=3600)
+    table = app.Table("t")
+    await app.start()  # no agent: the app holds every partition
+    table["a"] = 1
+    producer = app._producer
+    assert producer is not None
+    send_batch, entered, release = producer.send_batch, asyncio.Event(), asyncio.Event()
+
+    async def held(records):  # type: ignore[no-untyped-def]
+        entered.set()
+        await release.wait()
+        return await send_batch(records)
+
+    monkeypatch.setattr(producer, "send_batch", held)
+    commit = asyncio.ensure_future(app.commit())
+    await entered.wait()
+    table["a"] = 2
+    table["b"] = 3
+    release.set()
+    await commit
+    await app.stop()
+    records = await read_topic(f"memory://{name}", "race-t-changelog")
+    del keep
+    assert [(m.key, m.value) for m in records] == [(b'"a"', b"1"), (b'"a"', b"2"), (b'"b"', b"3")]
