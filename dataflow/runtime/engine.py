@@ -191,6 +191,10 @@ def _compile_node(node: n.Node, schema: StreamSchema, plan: ExecutionPlan, dead:
                   outputs: list[Output]) -> Step:
     if isinstance(node, (n.Source, n.Merge, n.Window)):
         return Passthrough(node.name)
+    if isinstance(node, n.Timer):
+        from .flow_timers import TimerStep  # timer steps build on this module's Step
+
+        return TimerStep(node, dead)
     if node.stateless:
         steps = node.steps if isinstance(node, n.Fused) else (node,)
         return Chain(node.name, _chain_function(node.name, steps, schema, outputs), dead)

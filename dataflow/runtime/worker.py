@@ -18,11 +18,17 @@ the outputs produced since the last commit, the changelog records and the consum
 offsets, so a crash at any moment replays exactly the uncommitted input against exactly
 the committed state (exactly-once). Elsewhere outputs are produced per batch and the
 guarantee is at-least-once.
+
+Timers declared in the pipeline (`flow.every`, `every 10s emit ...`) tick while `run()`
+runs (`runtime.flow_timers`): each tick takes the batch lock, pushes its one record
+through the timer's steps, and produces and commits like a batch. They do not keep an
+`until_idle` run going.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import sys
 import time
@@ -36,6 +42,7 @@ from ..planner.plan import ExecutionPlan
 from ..transport.base import TP, Consumer, Message, Producer, ProducerRecord, TopicSpec, Transport
 from .codecs import CodecError, get_codec
 from .engine import CompiledAgent, Output, Rec, Step, compile_agent
+from .flow_timers import FlowTimer, TimerStep, stop_timers
 from .monitor import Monitor
 from .offsets import Tracker
 from .records import validator
@@ -77,6 +84,9 @@ class WorkerOptions:
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     #: where LevelDB table stores live; None keeps state in memory (as memory:// does)
     data_dir: str | None = None
+    #: the clock (epoch seconds) and sleep of the pipeline's timers; None: time.time and asyncio.sleep
+    timer_clock: Callable[[], float] | None = None
+    timer_sleep: Callable[[float], Any] | None = None
 
 
 class Worker:
@@ -129,6 +139,8 @@ class Worker:
         self._asks: dict[int, Message] = {}
         self._answered: set[int] = set()
         self._forwarded: set[int] = set()  # went on through an internal topic: answered downstream
+        self.timers: list[FlowTimer] = []  # the pipeline's timers, ticking while run() runs
+        self._timer_tasks: list[asyncio.Future[Any]] = []
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -145,6 +157,10 @@ class Worker:
                     validator(schema.value) if tplan.role in ("source", "table-source") else None,
                     compiled.timestamp_fields.get(topic), tplan.role == "table-source"))
             self.stateful.extend(s for s in compiled.steps.values() if isinstance(s, StatefulStep))
+            self.timers.extend(
+                FlowTimer(s.name, s.interval_ms / 1000, functools.partial(self._on_timer, agent.name, s),
+                          clock=self.options.timer_clock, sleep=self.options.timer_sleep)
+                for s in compiled.steps.values() if isinstance(s, TimerStep))
         # Ticks run upstream first: what one step closes may feed (and close) the next.
         self.stateful.sort(key=lambda s: order.get(s.name, 0))
         for step in self.stateful:
@@ -152,6 +168,8 @@ class Worker:
             self.state.on_revoked.append(lambda p, _store, step=step: step.on_revoked(p))
         self.producer = self.transport.producer()
         await self.producer.start()
+        if not self.routes:
+            return  # timers alone: no topic to read, no consumer
         self.consumer = self.transport.consumer(self.plan.name, sorted(self.routes),
                                                 on_assigned=self._on_assigned, on_revoked=self._on_revoked)
         await self.consumer.start()
@@ -175,6 +193,7 @@ class Worker:
     async def stop(self) -> None:
         """Drain what is in flight, commit, and close."""
         self._stopping.set()
+        await stop_timers(self._timer_tasks)
         if self.consumer is not None:
             async with self._lock:
                 await self._flush()
@@ -193,7 +212,37 @@ class Worker:
 
     # ------------------------------------------------------------------ the loop
     async def run(self, until_idle: bool = False, idle_when: Callable[[], bool] = lambda: True) -> None:
-        """Consume until stopped; with `until_idle`, until inputs are consumed and agents idle."""
+        """Consume until stopped; with `until_idle`, until inputs are consumed and agents idle.
+
+        The pipeline's timers tick meanwhile; they stop when this returns (so a pipeline of
+        timers alone returns at once with `until_idle`).
+        """
+        self._timer_tasks.extend(asyncio.ensure_future(timer.run()) for timer in self.timers)
+        try:
+            await self._consume(until_idle, idle_when)
+        finally:
+            await stop_timers(self._timer_tasks)
+
+    async def _on_timer(self, agent: str, step: TimerStep, tick: float) -> None:
+        """One tick: its record goes through the timer's steps, and out, like a batch."""
+        async with self._lock:
+            if self._stopping.is_set():
+                return
+            if step.fire(round(tick * 1000)):
+                self.monitor.on_events(agent, 1)
+            await self._flush()
+            if self._unwritten:
+                # Outputs waiting for a transaction: write them now, so ticks never keep the
+                # worker from being idle (and a pipeline of timers alone has no loop to do it).
+                await self._commit_now()
+            else:
+                await self.commit()
+
+    async def _consume(self, until_idle: bool, idle_when: Callable[[], bool]) -> None:
+        if self.consumer is None:  # timers alone: they tick until the worker stops
+            if not until_idle:
+                await self._stopping.wait()
+            return
         while not self._stopping.is_set():
             batches = await self.consumer.getmany(max_records=self.options.batch_size,
                                                   timeout=self.options.poll_timeout)
