@@ -198,15 +198,20 @@ def _infer_node(topology: Topology, node: n.Node, inputs: list[StreamSchema], de
 
 def _timer_value(node: n.Timer, errors: list[Diagnostic]) -> Type:
     """The type of a timer's value; it has no input record, so it reads no fields."""
-    from .expr import FieldRef, walk
+    from .expr import FieldRef, Meta, walk
 
-    fields = [e for e in walk(node.value) if isinstance(e, FieldRef)]
-    for ref in fields:
-        errors.append(Diagnostic(f"a timer's value cannot read the field '{'.'.join(ref.path)}': "
-                                 "a timer has no input record", ref.loc or node.loc,
-                                 "build it from constants and functions such as now(); "
-                                 "_timestamp is the tick time", rule="type"))
-    if fields:
+    hint = "build it from constants and functions such as now(); _timestamp is the tick time"
+    bad = 0
+    for e in walk(node.value):
+        if isinstance(e, FieldRef):
+            errors.append(Diagnostic(f"a timer's value cannot read the field '{'.'.join(e.path)}': "
+                                     "a timer has no input record", e.loc or node.loc, hint, rule="type"))
+            bad += 1
+        elif isinstance(e, Meta) and e.name in ("partition", "offset", "topic"):
+            errors.append(Diagnostic(f"a timer's record has no _{e.name}: it comes from no topic",
+                                     e.loc or node.loc, hint, rule="type"))
+            bad += 1
+    if bad:
         return ANY
     return _check(node.value, Scope(NULL, NULL), errors, node.loc)
 

@@ -286,8 +286,8 @@ class _Formatter:
         head_unit = (_start(node), _end(source))
         units = [head_unit, *((_start(s), _end(s)) for s in stages)]
         placed = _distribute(units, comments)
-        head = self._head(prefix, source)
-        hoisted = [*placed.leading[0], *placed.inner[0]]
+        head, kept = self._head(prefix, source, placed.inner[0])
+        hoisted = [*placed.leading[0], *([] if kept else placed.inner[0])]
         flat = [self.stage(s, [], 4) for s in stages]
         one_line = " | ".join([head[0], *(f[0] for f in flat)])
         has_comments = any(placed.leading[1:]) or any(placed.inner[1:]) or any(placed.trailing) or placed.tail
@@ -308,16 +308,17 @@ class _Formatter:
         lines.extend(INDENT + c.text for c in placed.tail)
         return hoisted, lines
 
-    def _head(self, prefix: str, source: Any) -> list[str]:
-        """`stream x = SOURCE`: one line, or a timer's long record value one field per line."""
+    def _head(self, prefix: str, source: Any, comments: list[Comment]) -> tuple[list[str], bool]:
+        """`stream x = SOURCE` on one line, or a timer's record value one field per line when
+        it is long or has comments (kept inside it: the bool says so)."""
         line = prefix + self.source(source)
-        if source.data != "timer_source" or len(line) <= WIDTH or len(source.children) < 2:
-            return [line]
+        if source.data != "timer_source" or len(source.children) < 2 or (len(line) <= WIDTH and not comments):
+            return [line], False
         value = source.children[1].children[0]
         if not (isinstance(value, Tree) and value.data == "record_expr"):
-            return [line]
-        return self._braces(f"{prefix}every {source.children[0].value} emit", value.children, [], 0, "",
-                            self._record_item)
+            return [line], False
+        return self._braces(f"{prefix}every {source.children[0].value} emit", value.children, comments, 0, "",
+                            self._record_item), True
 
     def source(self, node: Any) -> str:
         if node.data == "topic_source":

@@ -102,6 +102,20 @@ def test_fmt_keeps_comments_around_a_timer() -> None:
     assert format_source(text) == HEADER + "# alive\nstream hb = every 5s emit 1  # one\n  | to topic heartbeats\n"
 
 
+def test_fmt_keeps_comments_inside_an_emitted_record() -> None:
+    text = HEADER + 'stream hb = every 10s emit {\nservice: "fraud" # who\n# when\nat: now() } | to topic heartbeats\n'
+    formatted = format_source(text)
+    assert formatted == HEADER + """\
+stream hb = every 10s emit {
+  service: "fraud"  # who
+  # when
+  at: now()
+}
+  | to topic heartbeats
+"""
+    assert format_source(formatted) == formatted
+
+
 def test_fmt_formats_a_timer_without_emit_for_check_to_report() -> None:
     assert format_source(HEADER + "stream hb = every 5s | to stdout\n").endswith("stream hb = every 5s | to stdout\n")
 
@@ -141,6 +155,12 @@ hb.flow:3:44: error: a timer's value cannot read the field 'amount': a timer has
 build it from constants and functions such as now(); _timestamp is the tick time
 stream hb = every 10s emit { at: now(), n: amount } | to topic heartbeats
                                            ^~~~~~"""
+
+
+def test_a_timer_value_that_reads_the_position_of_a_message() -> None:
+    assert report("stream hb = every 10s emit { p: _partition } | to topic heartbeats\n").splitlines()[0] == (
+        "hb.flow:3:33: error: a timer's record has no _partition: it comes from no topic; "
+        "build it from constants and functions such as now(); _timestamp is the tick time")
 
 
 def test_a_type_error_in_a_timer_value() -> None:
