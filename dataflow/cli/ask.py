@@ -119,7 +119,7 @@ def _ask_pipeline(ref: str, topic: str, value: Any, key: Any, timeout: float, br
 
     plan = _plan(ref, None)
     directory = data_dir or plan.settings.data_dir or str(Path(".dataflow") / plan.name)
-    transport = open_transport(broker or plan.settings.broker, directory)
+    transport = open_transport(broker or plan.settings.broker, directory, plan.settings)
     try:
         return asyncio.run(ask_flow(plan, topic, value, key, transport=transport, timeout=timeout,
                                     data_dir=state_dir_for(transport, directory)))

@@ -45,7 +45,7 @@ async def read_table(plan: ExecutionPlan, table: str, data_dir: str | Path, brok
     if table not in table_names(plan):
         raise UnknownTable(f"pipeline {plan.name} has no table {table!r}; "
                            f"its tables are: {', '.join(table_names(plan)) or 'none'}")
-    transport = open_transport(broker, str(data_dir))
+    transport = open_transport(broker, str(data_dir), plan.settings)
     await transport.start()
     try:
         tables = make_tables(plan)

@@ -70,7 +70,7 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
     data_dir = data_dir_for(plan, options)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     broker = options.broker or plan.settings.broker
-    transport = open_transport(broker, data_dir)
+    transport = open_transport(broker, data_dir, plan.settings)
     await transport.start()
     worker = Worker(plan, transport, WorkerOptions(batch_size=plan.settings.batch_size,
                                                    commit_every=plan.settings.commit_every,

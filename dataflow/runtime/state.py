@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 META_HEADER = "dataflow.meta"
 _STREAM_TIME = b"stream_time"
 _READ_BATCH = 10_000
+_EMPTY_READS = 20
 # Below this many changes a store write takes microseconds: cheaper inline than a thread hop.
 _INLINE_FLUSH = 512
 
@@ -147,11 +148,18 @@ class StateManager:
         if end <= start:
             return
         loop = asyncio.get_running_loop()
-        position, restored = start, 0
+        position, restored, empty = start, 0, 0
         while position < end:
             messages = await self.transport.read_partition(tp, position, min(_READ_BATCH, end - position))  # type: ignore[attr-defined]
             if not messages:
-                break
+                # A remote log may answer a fetch empty (still seeking); stopping here would
+                # leave the table silently incomplete, so retry a bounded number of times.
+                empty += 1
+                if empty >= _EMPTY_READS:
+                    raise RuntimeError(f"cannot restore {table.name}[{part.partition}]: {tp.topic}[{tp.partition}] "
+                                       f"returned nothing at offset {position} of {end}")
+                continue
+            empty = 0
             records, stream_time = [], None
             for m in messages:
                 if m.key is None and any(h == META_HEADER for h, _ in m.headers):
@@ -164,6 +172,14 @@ class StateManager:
         table.source_offsets[part.partition] = position if table.source_changelog else 0
         logger.info("restored %s[%d]: %d changelog records (offsets %d..%d)",
                     table.name, part.partition, restored, start, position)
+
+    def discard(self, tps: Iterable[TP]) -> None:
+        """Forget the unflushed writes of these partitions (their input will be replayed)."""
+        for name, p in self.stores_for(tps):
+            part = self.tables[name].partitions.get(p)
+            if part is not None:
+                part.dirty.clear()
+                part.cache.clear()
 
     async def revoke(self, tps: Iterable[TP]) -> None:
         """Close the table partitions of revoked topic partitions (commit first)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import functools
 import inspect
 import sys
@@ -39,7 +40,8 @@ import orjson
 
 from ..planner.naming import dead_letter_topic
 from ..planner.plan import ExecutionPlan
-from ..transport.base import TP, Consumer, Message, Producer, ProducerRecord, TopicSpec, Transport
+from ..transport.base import TP, Consumer, Message, Producer, ProducerRecord, Transport
+from ..transport.kafka_topics import declarations_for, declare_topics
 from .codecs import CodecError, get_codec
 from .engine import CompiledAgent, Output, Rec, Step, compile_agent
 from .flow_timers import FlowTimer, TimerStep, stop_timers
@@ -49,6 +51,8 @@ from .records import validator
 from .replies import encode_reply_value, reply_address, reply_to_record
 from .state import StateManager, make_tables
 from .stateful import StatefulStep
+
+logger = logging.getLogger(__name__)
 
 
 def _compact(data: bytes) -> bytes:
@@ -144,7 +148,10 @@ class Worker:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        await self.transport.create_topics([TopicSpec(t.name, t.partitions, t.compacted) for t in self.plan.topics])
+        # Checks before it creates: missing user topics (unless auto-create is on) and
+        # co-partitioned topics with different partition counts fail here, before consuming.
+        await declare_topics(self.transport, declarations_for(self.plan),
+                             auto_create=self.plan.settings.auto_create_topics)
         order = {name: i for i, name in enumerate(self.plan.topology.order())}
         for agent in self.plan.agents:
             compiled = compile_agent(self.plan, agent, self._on_step_error, self.tables)
@@ -185,10 +192,18 @@ class Worker:
     async def _on_revoked(self, tps: set[TP]) -> None:
         """Finish and commit what was read from partitions that move away; close their tables."""
         async with self._lock:
-            await self._flush()
-            await self._commit_now()
-            self.tracker.forget(tps)
-            await self.state.revoke(tps)
+            try:
+                await self._flush()
+                await self._commit_now()
+            except Exception as e:  # noqa: BLE001 - e.g. a commit refused mid-rebalance
+                # Whoever owns these partitions next replays from the last commit; what this
+                # worker did since must not survive here as state it no longer owns.
+                logger.warning("worker %s: commit on revocation failed (%s); uncommitted work on %d "
+                               "partitions will be replayed by their next owner", self.plan.name, e, len(tps))
+                self.state.discard(tps)
+            finally:
+                self.tracker.forget(tps)
+                await self.state.revoke(tps)
 
     async def stop(self) -> None:
         """Drain what is in flight, commit, and close."""

@@ -269,6 +269,8 @@ class KafkaTransport(Transport):
         # true end that is fresh even when a consumer's last fetch is not (see end_offsets).
         self.produced_ends: dict[TP, int] = {}
         self._partitions: dict[str, int] = {}
+        self._reader: AIOKafkaConsumer | None = None  # group-less, for reading changelogs
+        self._reader_lock = asyncio.Lock()
 
     @property
     def url(self) -> str:
@@ -297,6 +299,9 @@ class KafkaTransport(Transport):
         producers, self._producers = self._producers, []
         for producer in producers:
             await producer.stop()
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.stop()
         if self._admin is not None:
             admin, self._admin = self._admin, None
             await admin.close()
@@ -306,6 +311,51 @@ class KafkaTransport(Transport):
         if self._admin is None:
             raise TransportError(f"kafka transport {self._url} is not started; hint: await transport.start()")
         return self._admin
+
+    # -- reading a partition outside any group (table recovery) --------------------------
+
+    async def _partition_reader(self, ktp: KTP) -> AIOKafkaConsumer:
+        if self._reader is None:
+            reader = AIOKafkaConsumer(**self.config.client_options(), group_id=None, enable_auto_commit=False,
+                                      fetch_max_wait_ms=100)
+            await reader.start()
+            self._reader = reader
+        # A fresh assignment each time: no buffered fetch or high watermark of an earlier read.
+        self._reader.assign([ktp])
+        return self._reader
+
+    async def end_offset(self, tp: TP) -> int:
+        """The offset the next record of ``tp`` will get.
+
+        The broker's answer is a lower bound on some brokers (Tansu reports the end of a
+        multi-record batch as its first offset + 1), so one fetch from just before it reads
+        the high watermark, which is exact; table recovery must read a changelog to its end.
+        """
+        ktp = KTP(tp.topic, tp.partition)
+        async with self._reader_lock:
+            reader = await self._partition_reader(ktp)
+            try:
+                end = (await reader.end_offsets([ktp]))[ktp]
+                if end > 0:
+                    reader.seek(ktp, end - 1)
+                    await reader.getmany(ktp, timeout_ms=1000, max_records=1)
+                    end = max(end, reader.highwater(ktp) or 0)
+            except kerrors.KafkaError as err:
+                raise _error(err, f"reading the end of {tp.topic}[{tp.partition}]") from None
+        return max(end, self.produced_ends.get(tp, 0))
+
+    async def read_partition(self, tp: TP, start: int, limit: int) -> list[Message]:
+        """Up to ``limit`` records of ``tp`` from offset ``start``, outside any group."""
+        ktp = KTP(tp.topic, tp.partition)
+        async with self._reader_lock:
+            reader = await self._partition_reader(ktp)
+            try:
+                reader.seek(ktp, start)
+                fetched = await reader.getmany(ktp, timeout_ms=2000, max_records=limit)
+            except kerrors.KafkaError as err:
+                raise _error(err, f"reading {tp.topic}[{tp.partition}]") from None
+        return [Message(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp,
+                        tuple(r.headers) if r.headers else ()) for r in fetched.get(ktp, []) if r.offset >= start]
 
     # -- topics --------------------------------------------------------------------------
 
