@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import runpy
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,56 +16,86 @@ from .builder import Flow
 
 
 class PipelineNotFound(Exception):
-    """The argument does not name a pipeline; the message says why and what to try."""
+    """The argument does not name a pipeline; the message says why and what to try.
+
+    ``ref`` is the argument and ``reason`` the message without it, for callers that
+    print their own prefix.
+    """
+
+    def __init__(self, ref: str, reason: str) -> None:
+        super().__init__(f"{ref}: {reason}")
+        self.ref = ref
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What kind of object a reference must name, and how to say it is not there."""
+
+    cls: type
+    preferred: str  # the attribute picked among several: `flow`, `app`
+    label: str  # `dataflow.Flow`
+    plural: str  # `flows`
+    none_hint: str
+    several_hint: str  # may use {ref}
+    expected: str  # what a reference should look like
+
+
+FLOW = Wanted(Flow, "flow", "dataflow.Flow", "flows", 'create one with Flow("name")',
+              "name one with {ref}:NAME or call it `flow`", "expected a .flow file, a .py file, or module:attribute")
 
 
 def load_pipeline(ref: str, overrides: dict[str, Any] | None = None) -> Flow:
     """The Flow named by `ref`, with settings overridden."""
-    flow = _load(ref, overrides)
+    path = Path(ref)
+    if ref.endswith(".flow"):
+        if not path.exists():
+            raise PipelineNotFound(ref, "no such file")
+        from .lang import load_flow  # the language is optional for Python pipelines
+        flow = load_flow(path, {k: str(v) for k, v in (overrides or {}).items() if v is not None})
+    else:
+        flow = load_object(ref, FLOW)
     if overrides:
         flow.configure(**{k: v for k, v in overrides.items() if v is not None})
     return flow
 
 
-def _load(ref: str, overrides: dict[str, Any] | None) -> Flow:
+def load_object(ref: str, wanted: Wanted) -> Any:
+    """The object of type ``wanted.cls`` that ``ref`` names: a ``.py`` file (its attribute
+    ``wanted.preferred``, or its only such object) or ``module:attribute``.
+
+    >>> load_object("examples/wordcount.py", FLOW).name
+    'wordcount'
+    """
     path = Path(ref)
-    if ref.endswith(".flow"):
-        if not path.exists():
-            raise PipelineNotFound(f"{ref}: no such file")
-        from .lang import load_flow  # the language is optional for Python pipelines
-        return load_flow(path, {k: str(v) for k, v in (overrides or {}).items() if v is not None})
     if ref.endswith(".py") or path.exists():
-        if not path.exists():
-            raise PipelineNotFound(f"{ref}: no such file")
+        if not path.is_file():
+            raise PipelineNotFound(ref, "no such file")
         sys.path.insert(0, str(path.resolve().parent))
         try:
             namespace = runpy.run_path(str(path), run_name=f"__dataflow_{path.stem}__")
         finally:
             sys.path.pop(0)
-        return _pick(namespace, ref)
+        found = {name: v for name, v in namespace.items() if isinstance(v, wanted.cls)}
+        if wanted.preferred in found:
+            return found[wanted.preferred]
+        if len(found) == 1:
+            return next(iter(found.values()))
+        if not found:
+            raise PipelineNotFound(ref, f"defines no {wanted.label}; {wanted.none_hint}")
+        raise PipelineNotFound(ref, f"defines several {wanted.plural} ({', '.join(sorted(found))}); "
+                                    + wanted.several_hint.format(ref=ref))
     if ":" in ref:
         module_name, _, attr = ref.partition(":")
         sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules where the user stands come first
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:
-            raise PipelineNotFound(f"{ref}: cannot import module '{module_name}': {e}") from None
+            raise PipelineNotFound(ref, f"cannot import module '{module_name}': {e}") from None
         finally:
             sys.path.pop(0)
-        flow = getattr(module, attr, None)
-        if not isinstance(flow, Flow):
-            raise PipelineNotFound(f"{ref}: '{attr}' is not a dataflow.Flow in module '{module_name}'")
-        return flow
-    raise PipelineNotFound(f"{ref}: expected a .flow file, a .py file, or module:attribute")
-
-
-def _pick(namespace: dict[str, Any], ref: str) -> Flow:
-    flows = {name: v for name, v in namespace.items() if isinstance(v, Flow)}
-    if "flow" in flows:
-        return flows["flow"]
-    if len(flows) == 1:
-        return next(iter(flows.values()))
-    if not flows:
-        raise PipelineNotFound(f"{ref}: defines no dataflow.Flow; create one with Flow(\"name\")")
-    raise PipelineNotFound(f"{ref}: defines several flows ({', '.join(sorted(flows))}); "
-                           f"name one with {ref}:NAME or call it `flow`")
+        obj = getattr(module, attr, None)
+        if not isinstance(obj, wanted.cls):
+            raise PipelineNotFound(ref, f"'{attr}' is not a {wanted.label} in module '{module_name}'")
+        return obj
+    raise PipelineNotFound(ref, wanted.expected)

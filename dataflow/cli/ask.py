@@ -12,8 +12,6 @@ process holds the log, it says so.
 """
 from __future__ import annotations
 
-import runpy
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,44 +25,18 @@ ASK_PIPELINE_HELP = "A Python file defining a dataflow App with agents, or modul
 def load_app(ref: str) -> Any:
     """The App named by ``ref``: a ``.py`` file (its ``app``, or its only App) or
     ``module:attribute``."""
-    import importlib
-
+    from ..loader import PipelineNotFound, Wanted, load_object
     from ..runtime.app import App
 
-    path = Path(ref)
-    if ref.endswith(".py") or path.exists():
-        if not path.is_file():
-            raise UserError(f"{ref}: error: no such file")
-        sys.path.insert(0, str(path.resolve().parent))
-        try:
-            namespace = runpy.run_path(str(path), run_name=f"__dataflow_{path.stem}__")
-        except Exception as e:  # noqa: BLE001 - a mistake in the user's file
-            raise UserError(f"{ref}: error: {type(e).__name__}: {e}") from None
-        finally:
-            sys.path.pop(0)
-        apps = {name: v for name, v in namespace.items() if isinstance(v, App)}
-        if "app" in apps:
-            return apps["app"]
-        if len(apps) == 1:
-            return next(iter(apps.values()))
-        if not apps:
-            raise UserError(f"{ref}: error: defines no dataflow App; hint: App(\"name\") with @app.agent functions")
-        raise UserError(f"{ref}: error: defines several apps ({', '.join(sorted(apps))}); "
-                        f"hint: name one with module:NAME or call it `app`")
-    if ":" in ref:
-        module_name, _, attr = ref.partition(":")
-        sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules where the user stands come first
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise UserError(f"{ref}: error: cannot import module '{module_name}': {e}") from None
-        finally:
-            sys.path.pop(0)
-        found = getattr(module, attr, None)
-        if not isinstance(found, App):
-            raise UserError(f"{ref}: error: '{attr}' is not a dataflow App in module '{module_name}'")
-        return found
-    raise UserError(f"{ref}: error: expected a .py file or module:attribute defining a dataflow App")
+    wanted = Wanted(App, "app", "dataflow App", "apps", 'hint: App("name") with @app.agent functions',
+                    "hint: name one with module:NAME or call it `app`",
+                    "expected a .py file or module:attribute defining a dataflow App")
+    try:
+        return load_object(ref, wanted)
+    except PipelineNotFound as e:
+        raise UserError(f"{e.ref}: error: {e.reason}") from None
+    except Exception as e:  # noqa: BLE001 - a mistake in the user's file
+        raise UserError(f"{ref}: error: {type(e).__name__}: {e}") from None
 
 
 async def ask_agent(target: Any, agent_name: str, value: Any, key: Any, timeout: float) -> Any:
