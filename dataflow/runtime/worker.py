@@ -138,6 +138,9 @@ class Worker:
         self.transactional = hasattr(transport, "transaction")
         self._unwritten: list[ProducerRecord] = []  # outputs waiting for the next transaction
         self._lock = asyncio.Lock()  # a batch, a commit and a rebalance never interleave
+        # Assigned partitions whose tables are open and recovered. A transport may hand out
+        # records of a partition while its on_assigned callback still restores the state.
+        self._ready: set[TP] = set()
         # Asks in the current batch (records with reply headers), by id() of their message:
         # answered by the flow's first output for them, an error, or null if nothing came out.
         self._asks: dict[int, Message] = {}
@@ -183,11 +186,12 @@ class Worker:
 
     async def _on_assigned(self, tps: set[TP]) -> None:
         """Open and recover the tables of new partitions before any of their records is read."""
-        if not self.state.has_state:
-            return
-        before = self.state.restored
-        await self.state.assign(tps, self.consumer.committed)
-        self.monitor.restored_records += self.state.restored - before
+        async with self._lock:
+            if self.state.has_state:
+                before = self.state.restored
+                await self.state.assign(tps, self.consumer.committed)
+                self.monitor.restored_records += self.state.restored - before
+            self._ready |= tps
 
     async def _on_revoked(self, tps: set[TP]) -> None:
         """Finish and commit what was read from partitions that move away; close their tables."""
@@ -202,6 +206,7 @@ class Worker:
                                "partitions will be replayed by their next owner", self.plan.name, e, len(tps))
                 self.state.discard(tps)
             finally:
+                self._ready -= tps
                 self.tracker.forget(tps)
                 await self.state.revoke(tps)
 
@@ -264,15 +269,13 @@ class Worker:
             if batches:
                 async with self._lock:
                     started = time.perf_counter()
-                    assigned = self.consumer.assignment()
-                    for tp in sorted(batches):
-                        if tp in assigned:  # a rebalance may have taken it while we waited
-                            self._process(tp, batches[tp])
+                    ready = self._take_ready(batches)
+                    for tp in ready:
+                        self._process(tp, batches[tp])
                     self._tick()
                     await self._flush()
-                    for tp, messages in batches.items():
-                        if tp in assigned:
-                            self.tracker.ack(tp, messages[-1].offset)
+                    for tp in ready:
+                        self.tracker.ack(tp, batches[tp][-1].offset)
                     self.monitor.on_batch(time.perf_counter() - started)
                     await self.commit()
             elif self._unwritten:
@@ -283,6 +286,22 @@ class Worker:
             else:
                 async with self._lock:
                     await self.commit()
+
+    def _take_ready(self, batches: dict[TP, list[Message]]) -> list[TP]:
+        """The fetched partitions to process now, in order; callers hold the lock.
+
+        A partition revoked while the batch was fetched is skipped (its next owner replays it
+        from the last commit). One assigned but still being restored is read again later:
+        processing it would write to tables that are not open yet.
+        """
+        assigned = self.consumer.assignment()
+        ready = []
+        for tp in sorted(batches):
+            if tp in self._ready and tp in assigned:
+                ready.append(tp)
+            elif tp in assigned:
+                self.consumer.seek(tp, batches[tp][0].offset)
+        return ready
 
     def _tick(self) -> None:
         """Let stateful steps emit what the batch closed; count what they dropped as late."""

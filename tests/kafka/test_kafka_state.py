@@ -76,11 +76,6 @@ flow = Flow(os.environ["PIPELINE_NAME"], partitions=8)
 '''
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "BUG (issue #6, open): after the SIGKILL the survivor often does not rebuild the dead worker's "
-    "table partitions from the changelog (no restore is logged) and counts come out LOWER than the "
-    "reference; passes about one run in three. Suspect: the survivor's table partitions for the "
-    "victim's partitions are considered open after the eager revoke/assign cycle"))
 async def test_two_workers_share_eight_partitions_and_one_survives_a_sigkill(kafka_url: str, tmp_path: Path) -> None:
     name, source = unique_name("pair"), unique_name("events")
     pipeline = tmp_path / "pair.py"
