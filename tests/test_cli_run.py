@@ -149,6 +149,16 @@ def test_unknown_topic_in_output_is_a_clear_error(workdir):
     assert result.stderr == "error: pipeline cli has no topic 'nope'; its topics are: large, payments\n"
 
 
+def test_exactly_once_on_kafka_is_refused_rather_than_silently_weakened(workdir):
+    result = invoke("pipe.py", "--broker", "kafka://127.0.0.1:1", "--set", "processing_guarantee=exactly_once",
+                    "--until-idle")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: pipeline cli asks for processing_guarantee exactly_once, which kafka:// does not provide "
+        "(runs on Kafka are at-least-once); hint: --set processing_guarantee=at_least_once to accept "
+        "duplicates after a crash, or run on the embedded local log, which is exactly-once\n")
+
+
 def test_missing_input_file(workdir):
     result = invoke("pipe.py", "--input", "payments=missing.jsonl", "--until-idle")
     assert result.exit_code == 1

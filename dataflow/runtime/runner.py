@@ -70,6 +70,12 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
     data_dir = data_dir_for(plan, options)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     broker = options.broker or plan.settings.broker
+    if plan.settings.processing_guarantee == "exactly_once" and (broker or "").startswith("kafka://"):
+        # Silently running at-least-once would let a crash duplicate outputs the user asked never to see twice.
+        raise InputError(f"pipeline {plan.name} asks for processing_guarantee exactly_once, which kafka:// does "
+                         "not provide (runs on Kafka are at-least-once); hint: --set "
+                         "processing_guarantee=at_least_once to accept duplicates after a crash, or run on the "
+                         "embedded local log, which is exactly-once")
     transport = open_transport(broker, data_dir, plan.settings)
     await transport.start()
     worker = Worker(plan, transport, WorkerOptions(batch_size=plan.settings.batch_size,
