@@ -210,6 +210,20 @@ class Agent:
         """Send without expecting a reply (Faust's ``cast``)."""
         await self.send(key=key, value=value, partition=partition, timestamp=timestamp, headers=headers)
 
+    async def cast_many(self, items: Iterable[tuple[Any, Any]]) -> None:
+        """Send many ``(key, value)`` pairs without expecting replies: to a topic, every
+        value is encoded first (one that cannot be raises before anything is sent), then
+        they go in one produce call per chunk of 500."""
+        channel = self.channel
+        if not isinstance(channel, Topic):
+            for key, value in items:
+                await channel.send(key=key, value=value)
+            return
+        records = [ProducerRecord(channel.name, channel.encode_key(key), channel.encode_value(value))
+                   for key, value in items]
+        for start in range(0, len(records), _SEND_CHUNK):
+            await self.app._produce_many(records[start:start + _SEND_CHUNK])
+
     # -- RPC -----------------------------------------------------------------------------
 
     async def ask(
@@ -303,10 +317,19 @@ class Agent:
         *,
         reply_to: Any = None,
         timeout: float | None = None,
+        return_exceptions: bool = False,
+        allow_empty: bool = False,
     ) -> list[Any]:
         """Ask for each of ``values`` (all with ``key``); return the results in input
-        order once all have come. The first failure raises."""
-        return await self.kvjoin(_with_key(key, values), reply_to=reply_to, timeout=timeout)
+        order once all have come. The first failure raises; with ``return_exceptions``,
+        a failed value's place holds its error instead (an
+        :class:`~dataflow.runtime.replies.AgentError` or
+        :class:`~dataflow.runtime.replies.AskTimeout`), as :func:`asyncio.gather` does.
+        With ``allow_empty``, a value the agent yields nothing for gives ``None`` as soon
+        as the agent has finished with it, rather than waiting for a reply until the timeout.
+        """
+        return await self.kvjoin(_with_key(key, values), reply_to=reply_to, timeout=timeout,
+                                 return_exceptions=return_exceptions, allow_empty=allow_empty)
 
     async def kvjoin(
         self,
@@ -314,17 +337,19 @@ class Agent:
         *,
         reply_to: Any = None,
         timeout: float | None = None,
+        return_exceptions: bool = False,
+        allow_empty: bool = False,
     ) -> list[Any]:
         """:meth:`join` over ``(key, value)`` pairs."""
         replies, topic = await self._prepare_ask(reply_to)
         barrier = BarrierState(topic)
         try:
             position: dict[str, int] = {}
-            async for correlation_id in self._barrier_send(barrier, replies, items, topic, timeout):
+            async for correlation_id in self._barrier_send(barrier, replies, items, topic, timeout, allow_empty):
                 position[correlation_id] = len(position)
             barrier.finalize()
             results: list[Any] = [None] * barrier.total
-            async for correlation_id, value in barrier.iterate():
+            async for correlation_id, value in barrier.iterate(return_exceptions=return_exceptions):
                 results[position[correlation_id]] = value
             return results
         finally:
@@ -337,6 +362,7 @@ class Agent:
         items: Iterable[tuple[Any, Any]] | AsyncIterable[tuple[Any, Any]],
         reply_to: str,
         timeout: float | None,
+        always: bool = False,
     ) -> AsyncIterator[str]:
         expires = self._timeout(timeout)
         label = f"agent {self.name!r}"
@@ -350,12 +376,13 @@ class Agent:
                 # One produce call per chunk: a join of thousands is not thousands of round trips.
                 await self.app._produce_many([
                     ProducerRecord(channel.name, channel.encode_key(key), channel.encode_value(value),
-                                   headers=request_headers(reply_to, promise.correlation_id))
+                                   headers=request_headers(reply_to, promise.correlation_id, always=always))
                     for (key, value), promise in zip(chunk, promises)
                 ])
             else:
                 for (key, value), promise in zip(chunk, promises):
-                    await self.send(key=key, value=value, reply_to=reply_to, correlation_id=promise.correlation_id)
+                    await channel.send(key=key, value=value,
+                                       headers=request_headers(reply_to, promise.correlation_id, always=always))
             for promise in promises:
                 yield promise.correlation_id
 

@@ -36,10 +36,17 @@ from typing import Any
 from dataflow.runtime.agents import Agent, OnError
 from dataflow.runtime.channels import Channel, DecodeError, Subscription, Topic
 from dataflow.runtime.codecs import Codec
-from dataflow.runtime.events import Event
+from dataflow.runtime.events import Event, current_event
 from dataflow.runtime.monitor import Monitor
 from dataflow.runtime.offsets import Tracker
-from dataflow.runtime.replies import ReplyConsumer, encode_reply_value, reply_address, reply_to_record
+from dataflow.runtime.replies import (
+    CORRELATION_ID,
+    ReplyConsumer,
+    encode_reply_value,
+    reply_address,
+    reply_to_record,
+    wants_reply_always,
+)
 from dataflow.runtime.timers import Crontab, Task, Timer
 from dataflow.runtime import user_tables
 from dataflow.runtime.user_tables import TableManager
@@ -160,6 +167,10 @@ class App:
         self._busy_tasks = 0
         self._reply_consumer: ReplyConsumer | None = None
         self._reply_lock = asyncio.Lock()
+        #: Requests being processed that want a reply whatever happens (``dataflow.reply-always``),
+        #: by ``id()`` of their headers (shared by every event of one delivery).
+        self._open_asks: dict[int, _OpenAsk] = {}
+        self._null_replies: set[asyncio.Future[None]] = set()
 
     def set_broker(self, broker: str | Transport | None, data_dir: str | Path | None = None) -> None:
         """Point the app at another broker before it starts (what ``dataflow ask
@@ -429,6 +440,8 @@ class App:
                 logger.warning("app %s: work still in flight after %.1f s; stopping anyway", self.name, self.shutdown_timeout)
             for agent in self.agents.values():
                 await agent.stop()
+            if self._null_replies:
+                await asyncio.gather(*self._null_replies, return_exceptions=True)
             if self._commit_task is not None:
                 self._commit_task.cancel()
                 await asyncio.gather(self._commit_task, return_exceptions=True)
@@ -488,7 +501,7 @@ class App:
     async def is_idle(self) -> bool:
         """No message fetched and unprocessed, nothing buffered, no consumer lag, no
         ``@app.task`` still running."""
-        if self._resubscribe_needed or self._delivering or self._busy_tasks:
+        if self._resubscribe_needed or self._delivering or self._busy_tasks or self._null_replies:
             return False
         if any(not sub.dead and not sub.idle for sub in self._all_subscriptions()):
             return False
@@ -581,6 +594,8 @@ class App:
         if self._producer is None:
             raise RuntimeError(f"app {self.name!r} is not started; hint: await app.start() before sending")
         await self._ensure_topics(sorted({record.topic for record in records}))
+        if self._open_asks:
+            self._answering([record.headers for record in records])
         try:
             if len(records) == 1:
                 # Single sends (one per ask, one per reply) go through the producer's
@@ -628,10 +643,50 @@ class App:
         if error is not None:
             record = reply_to_record(event.headers, error=error, key=key)
         assert record is not None
+        await self._send_reply(record)
+
+    async def _send_reply(self, record: ProducerRecord) -> None:
         try:
             await self._produce_many([record])
         except Exception as exc:  # noqa: BLE001 - the asker times out; the agent goes on
             logger.warning("app %s: could not send the reply to %s: %s", self.name, record.topic, exc)
+
+    def _answer_when_done(self, headers: tuple[tuple[str, bytes], ...], key: Any, refs: int,
+                          then: Callable[[], None] | None = None) -> Callable[[], None]:
+        """The ack callback of a request that wants a reply whatever happens: once all
+        ``refs`` streams that got it have acked it, it is answered ``null`` unless processing
+        it sent a reply (a result or an error) or sent the request on (``through``,
+        ``group_by``, ``forward``), whose next reader then answers."""
+        ask = _OpenAsk(headers, key, refs)
+        self._open_asks[id(headers)] = ask
+
+        def on_ack() -> None:
+            if then is not None:
+                then()
+            ask.refs -= 1
+            if ask.refs > 0:
+                return
+            self._open_asks.pop(id(headers), None)
+            if not ask.answered:
+                record = reply_to_record(headers, value=b"null", key=key if isinstance(key, bytes) else None)
+                if record is not None:
+                    future = asyncio.ensure_future(self._send_reply(record))
+                    self._null_replies.add(future)
+                    future.add_done_callback(self._null_replies.discard)
+
+        return on_ack
+
+    def _answering(self, sent: Iterable[tuple[tuple[str, bytes], ...]]) -> None:
+        """Records (their headers) sent while processing the current event: a reply to it,
+        or its request going on, means it needs no ``null`` reply."""
+        event = current_event()
+        ask = self._open_asks.get(id(event.headers)) if event is not None else None
+        if ask is None or ask.answered:
+            return
+        for headers in sent:
+            if (CORRELATION_ID, ask.correlation_id) in headers:
+                ask.answered = True
+                return
 
     # -- the conductor ---------------------------------------------------------------------
 
@@ -727,6 +782,8 @@ class App:
         for message, targets in plans:
             self._tracker.track(message, refs=len(targets))
             on_ack = partial(self._on_ack, message.tp, message.offset)
+            if targets and message.headers and wants_reply_always(message.headers):
+                on_ack = self._answer_when_done(message.headers, message.key, len(targets), on_ack)
             for sub, key, value in targets:
                 await sub.put(Event(self, key, value, message.headers, message, on_ack=on_ack))
 
@@ -792,3 +849,16 @@ class App:
                 time.perf_counter() - started,
             )
             return offsets
+
+
+class _OpenAsk:
+    """A request that wants a reply whatever happens, while streams process it."""
+
+    __slots__ = ("headers", "key", "refs", "answered", "correlation_id")
+
+    def __init__(self, headers: tuple[tuple[str, bytes], ...], key: Any, refs: int) -> None:
+        self.headers = headers
+        self.key = key
+        self.refs = refs
+        self.answered = False
+        self.correlation_id = next((value for name, value in headers if name == CORRELATION_ID), b"")

@@ -28,6 +28,7 @@ from dataflow.ir.records import Record
 from dataflow.runtime.codecs import Codec, CodecError, get_codec
 from dataflow.runtime.events import Event, normalize_headers
 from dataflow.runtime.records import validator
+from dataflow.runtime.replies import wants_reply_always
 from dataflow.transport.base import ProducerRecord
 
 if TYPE_CHECKING:
@@ -149,11 +150,20 @@ class Channel:
     ) -> None:
         """Deliver ``value`` to every subscription of this channel."""
         live = [sub for sub in self.subscriptions.values()]
+        headers = normalize_headers(headers)
+        on_ack = None
+        if self.app is not None and headers:
+            # A request (or one going on from the event being processed) that wants a reply
+            # whatever happens: answered null once every reader is done with it, if nobody did.
+            if self.app._open_asks:
+                self.app._answering([headers])
+            if wants_reply_always(headers):
+                on_ack = self.app._answer_when_done(headers, None, max(len(live), 1))
         if not live:
-            self._buffer.append(Event(self.app, key, value, normalize_headers(headers), None))
+            self._buffer.append(Event(self.app, key, value, headers, None, on_ack=on_ack))
             return
         for sub in live:
-            await sub.put(Event(self.app, key, value, normalize_headers(headers), None))
+            await sub.put(Event(self.app, key, value, headers, None, on_ack=on_ack))
         if self.app is not None:
             self.app.monitor.on_sent(self.name, 1)
 

@@ -3,7 +3,10 @@
 An *ask* is an ordinary record sent to an agent's topic (or channel) with two headers:
 
 * ``dataflow.reply-to`` -- the topic the reply goes to (the asker's reply topic);
-* ``dataflow.correlation-id`` -- an id the asker chose, unique among its pending asks.
+* ``dataflow.correlation-id`` -- an id the asker chose, unique among its pending asks;
+* optionally ``dataflow.reply-always`` -- answer even when processing yields no result: with
+  ``null`` once every stream that got the record has finished with it (what a compiled flow
+  asks, so a value an agent filters out costs no timeout).
 
 Whoever processes the record -- a user agent, or later a compiled flow's worker -- answers
 with :func:`reply_to_record`: a record on the reply-to topic carrying the same
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CORRELATION_ID",
+    "REPLY_ALWAYS",
     "REPLY_ERROR",
     "REPLY_TO",
     "AgentError",
@@ -57,6 +61,7 @@ __all__ = [
     "reply_address",
     "reply_to_record",
     "request_headers",
+    "wants_reply_always",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +72,8 @@ REPLY_TO = "dataflow.reply-to"
 CORRELATION_ID = "dataflow.correlation-id"
 #: Reply header: why the request failed (the reply then has no value).
 REPLY_ERROR = "dataflow.reply-error"
+#: Request header: answer ``null`` if processing the value yields no result.
+REPLY_ALWAYS = "dataflow.reply-always"
 
 _JSON = get_codec("json")
 
@@ -97,9 +104,24 @@ class ReplyTuple(NamedTuple):
     value: Any
 
 
-def request_headers(reply_to: str, correlation_id: str) -> tuple[tuple[str, bytes], ...]:
-    """The headers that turn a record into a request for a reply."""
-    return ((REPLY_TO, reply_to.encode()), (CORRELATION_ID, correlation_id.encode()))
+def request_headers(reply_to: str, correlation_id: str, *, always: bool = False) -> tuple[tuple[str, bytes], ...]:
+    """The headers that turn a record into a request for a reply; with ``always``, one
+    that is answered ``null`` when processing it yields nothing.
+
+    >>> request_headers("r", "c1", always=True)[2]
+    ('dataflow.reply-always', b'1')
+    """
+    headers = ((REPLY_TO, reply_to.encode()), (CORRELATION_ID, correlation_id.encode()))
+    return headers + ((REPLY_ALWAYS, b"1"),) if always else headers
+
+
+def wants_reply_always(headers: Iterable[tuple[str, bytes]]) -> bool:
+    """Whether a request asks to be answered even when it yields no result.
+
+    >>> wants_reply_always(request_headers("r", "c1", always=True)), wants_reply_always(request_headers("r", "c1"))
+    (True, False)
+    """
+    return any(name == REPLY_ALWAYS for name, _ in headers)
 
 
 def reply_address(headers: Iterable[tuple[str, bytes]]) -> tuple[str, str] | None:
@@ -292,17 +314,22 @@ class BarrierState(ReplyPromise):
             if result is not None:
                 return self._checked(result)
 
-    async def iterate(self) -> AsyncIterator[ReplyTuple]:
-        """Replies as they arrive, until the finalized barrier is complete."""
+    async def iterate(self, *, return_exceptions: bool = False) -> AsyncIterator[ReplyTuple]:
+        """Replies as they arrive, until the finalized barrier is complete. A failed
+        request raises its error, or with ``return_exceptions`` comes as a reply whose
+        value is the error (an :class:`AgentError` or :class:`AskTimeout`)."""
+        check = (lambda result: result) if return_exceptions else self._checked
         while not self.done():
             result = await self._results.get()
             if result is not None:
-                yield self._checked(result)
+                yield check(result)
         while True:
             try:
-                yield self.get_nowait()
+                result = self._results.get_nowait()
             except asyncio.QueueEmpty:
                 return
+            if result is not None:
+                yield check(result)
 
     @property
     def correlation_ids(self) -> list[str]:

@@ -449,3 +449,77 @@ async def test_asks_fail_at_once_when_reading_replies_breaks() -> None:
             await promise
     finally:
         await app.stop()
+
+
+# -- what compiled flows use: per-value errors, empty answers, bulk casts ---------------------
+
+async def test_kvjoin_can_return_errors_in_place_and_none_for_values_that_yield_nothing(broker: str) -> None:
+    app, agents = build_rpc_app(broker, name="gather")
+    invert, evens = agents["invert"], agents["evens"]
+    await app.start()
+    try:
+        # A generous timeout: a value answered only by the timeout would show up as an AskTimeout.
+        results = await invert.kvjoin([("a", 1), ("b", 0), ("c", 4)], return_exceptions=True, timeout=30)
+        assert results[0] == 1.0 and results[2] == 0.25
+        assert isinstance(results[1], AgentError)
+        assert str(results[1]) == "agent 'invert' failed: ZeroDivisionError: division by zero"
+        assert await evens.join(range(6), allow_empty=True, timeout=30) == [0, None, 2, None, 4, None]
+        with pytest.raises(AgentError, match="division by zero"):  # without return_exceptions: raises
+            await invert.join([2, 0])
+    finally:
+        await app.stop()
+
+
+async def test_allow_empty_waits_for_requests_sent_on_through_a_repartition_or_a_channel() -> None:
+    app = App("empty-routes", broker="memory://", topic_partitions=2)
+    numbers = app.channel("numbers")
+
+    @app.agent(numbers)
+    async def big(stream):
+        async for value in stream:
+            if value > 1:
+                yield value
+
+    @app.agent(app.topic("words", partitions=2))
+    async def long_words(stream):
+        async for word in stream.group_by(lambda w: w[0], name="letter"):
+            if len(word) > 3:
+                yield word.upper()
+
+    @app.agent()
+    async def relay(stream):
+        async for value in stream.through(app.topic("relayed", partitions=2)):
+            if value:
+                yield value
+
+    await app.start()
+    try:
+        # The first reader sends each request on; only the last one may answer null.
+        assert await long_words.join(["fig", "apple", "kiwi", "ox"], allow_empty=True, timeout=30) == \
+            [None, "APPLE", "KIWI", None]
+        assert await big.join([0, 1, 2, 3], allow_empty=True, timeout=30) == [None, None, 2, 3]
+        assert await relay.join([5, 0], allow_empty=True, timeout=30) == [5, None]
+    finally:
+        await app.stop()
+
+
+async def test_cast_many_sends_every_pair_and_encodes_all_before_sending() -> None:
+    app = App("casts", broker="memory://", topic_partitions=2)
+    got = []
+
+    @app.agent()
+    async def collect(stream):
+        async for key, value in stream.items():
+            got.append((key, value))
+
+    await app.start()
+    try:
+        await collect.cast_many([("a", 1), ("b", 2), (None, 3)])
+        await app.run_until_idle(stop=False)
+        assert sorted(got, key=str) == [("a", 1), ("b", 2), (None, 3)]
+        with pytest.raises(Exception):  # a set is not JSON: nothing of the batch goes out
+            await collect.cast_many([("c", 4), ("d", {5})])
+        await app.run_until_idle(stop=False)
+        assert len(got) == 3
+    finally:
+        await app.stop()
