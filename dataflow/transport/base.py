@@ -96,7 +96,10 @@ class TP:
     partition: int
 
 
-@dataclass(frozen=True, slots=True)
+# Message and ProducerRecord are made once per record on the hot path. They are not
+# frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, which
+# makes it 4x slower to build (0.7 vs 0.17 us). Treat them as immutable all the same.
+@dataclass(slots=True)
 class Message:
     """One record as read from a partition; ``timestamp`` is epoch milliseconds.
 
@@ -117,7 +120,7 @@ class Message:
         return TP(self.topic, self.partition)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProducerRecord:
     """A record to append. ``partition=None`` uses :func:`partition_for`;
     ``timestamp=None`` stamps the transport's clock at send time.
