@@ -10,7 +10,7 @@ import runpy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .builder import Flow
 
@@ -43,6 +43,25 @@ class Wanted:
 
 FLOW = Wanted(Flow, "flow", "dataflow.Flow", "flows", 'create one with Flow("name")',
               "name one with {ref}:NAME or call it `flow`", "expected a .flow file, a .py file, or module:attribute")
+
+
+@runtime_checkable
+class AgentLike(Protocol):
+    """What pipelines need of an agent (`dataflow.runtime.agents.Agent`): its app, its
+    function, and asking and casting in batches. Checked by shape, so that finding an agent
+    (at plan time too) does not import the runtime."""
+
+    app: Any
+    fun: Any
+    name: str
+
+    async def kvjoin(self, items: Any, **options: Any) -> list[Any]: ...
+
+    async def cast_many(self, items: Any) -> None: ...
+
+
+AGENT = Wanted(AgentLike, "agent", "dataflow agent", "agents", "decorate an async function with @app.agent",
+               "name one with {ref}:NAME", 'expected an import path, "package.module:agent"')
 
 
 def load_pipeline(ref: str, overrides: dict[str, Any] | None = None) -> Flow:
@@ -99,3 +118,34 @@ def load_object(ref: str, wanted: Wanted) -> Any:
             raise PipelineNotFound(ref, f"'{attr}' is not a {wanted.label} in module '{module_name}'")
         return obj
     raise PipelineNotFound(ref, wanted.expected)
+
+
+def load_agent(ref: str, near: str | None = None) -> Any:
+    """The agent that ``ref`` (``"package.module:agent"``) names. Its module is imported like
+    ``python -m`` does, from the working directory first, then from the directory ``near``
+    (the pipeline file that names the agent), then from ``sys.path``. A module that raises
+    while it is imported is reported as :class:`PipelineNotFound` too.
+
+    >>> load_agent("dataflow.loader:FLOW")
+    Traceback (most recent call last):
+    ...
+    dataflow.loader.PipelineNotFound: dataflow.loader:FLOW: 'FLOW' is not a dataflow agent in module 'dataflow.loader'
+    """
+    directory = str(Path(near).resolve().parent) if near and Path(near).is_file() else None
+    if directory is not None:
+        sys.path.insert(0, directory)
+    try:
+        return load_object(ref, AGENT)
+    except PipelineNotFound:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's module failed while being imported
+        raise PipelineNotFound(ref, f"importing it failed: {type(e).__name__}: {e}") from None
+    finally:
+        if directory is not None:
+            sys.path.remove(directory)
+
+
+def agents_in(ref: str) -> list[str]:
+    """The names of the agents in the module of ``ref``, when it is imported (for hints)."""
+    module = sys.modules.get(ref.partition(":")[0])
+    return sorted(name for name, value in vars(module).items() if isinstance(value, AgentLike)) if module else []

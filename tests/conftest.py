@@ -18,5 +18,12 @@ def repo_root(monkeypatch: pytest.MonkeyPatch) -> Path:
     return REPO_ROOT
 
 
+@pytest.fixture
+def examples_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python agents the example pipelines call (`examples/storefront/`) import by name, as they do
+    for a pipeline file in `examples/`, whatever file name the pipeline text is parsed under."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "examples"))
+
+
 # The Kafka-protocol test broker: any test, in any directory, may take `kafka_url`.
 pytest_plugins = ["tests.kafka_broker"]

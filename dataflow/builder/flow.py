@@ -18,6 +18,7 @@ siblings get a `_2` suffix (no topic or store derives from them).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,6 +30,9 @@ from ..ir.topology import Edge, Topology
 from ..ir.types import ANY, Type, from_python
 from .expressions import Col, callable_ref, expr_or_callable, key_expr, label, to_expr
 from .windows import Duration, WindowSpec
+
+#: an agent's import path: `package.module:agent`
+AGENT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 ANCHOR_KINDS = {"source", "table_source", "timer", "group_by", "through", "window", "aggregate", "table", "join",
                 "merge", "branch"}
@@ -277,6 +281,29 @@ class Stream(_Handle):
         extra = [o._edge() for o in others]
         return self._then(lambda nm: n.Merge(nm), "merge", "merge", name, loc, extra_inputs=extra)
 
+    def call_agent(self, agent: Any, *, name: str | None = None, output: Any = None,
+                   loc: SourceLocation | None = None) -> "Stream":
+        """Ask a Python agent (an `@app.agent` function, or its import path
+        `"package.module:agent"`) for each event, and go on with its reply as the value.
+
+        The key stays. Events the agent yields nothing for (or replies null for) are dropped;
+        an event it fails on goes to the dead-letter topic with the agent's error. `output=`
+        declares what the agent replies, so later steps are type-checked. Asks go out a batch
+        at a time. The worker running the pipeline runs the agent's app on its own broker.
+
+        >>> from dataflow import Flow
+        >>> flow = Flow("shop")
+        >>> flow.source("orders").call_agent("storefront.pricing:quote").to("quotes")
+        >>> node = flow.topology().node("orders.call_quote")
+        >>> node.kind, node.target
+        ('call_agent', 'storefront.pricing:quote')
+        """
+        loc = loc or caller_location()
+        ref, obj = _agent_ref(agent, "call_agent", loc)
+        value_type = from_python(output) if output is not None else ANY
+        return self._then(lambda nm: n.CallAgent(nm, target=ref, value_type=value_type, agent=obj),
+                          f"call_{_agent_label(ref)}", "call_agent", name, loc)
+
     # ---------------------------------------------------------------- keys and topics
     def group_by(self, key: Any, *, name: str | None = None, partitions: int | None = None,
                  loc: SourceLocation | None = None) -> "Stream":
@@ -374,11 +401,39 @@ class Stream(_Handle):
         """Append every event to `path` as a JSON line."""
         self._then(lambda nm: n.Sink(nm, sink="file", target=path), "to_file", "sink", name, loc)
 
+    def to_agent(self, agent: Any, *, name: str | None = None, loc: SourceLocation | None = None) -> None:
+        """Send every event (key and value) to a Python agent, without waiting for a reply
+        (Faust's `cast`): an `@app.agent` function, or its import path `"package.module:agent"`."""
+        loc = loc or caller_location()
+        ref, obj = _agent_ref(agent, "to_agent", loc)
+        self._then(lambda nm: n.Sink(nm, sink="agent", target=ref, agent=obj), f"to_agent_{_agent_label(ref)}",
+                   "sink", name, loc)
+
     def sink(self, func: Callable[..., Any], *, name: str | None = None, loc: SourceLocation | None = None) -> None:
         """Call `func(value)` (or `await func(value)`) for every event."""
         ref = callable_ref(func)
         self._then(lambda nm: n.Sink(nm, sink="callable", target=ref, func=func),
                    f"sink_{label(expr_or_callable(func))}", "sink", name, loc)
+
+
+def _agent_ref(agent: Any, method: str, loc: SourceLocation) -> tuple[str, Any]:
+    """(import path, the agent or None) for an agent given as itself or by import path."""
+    if isinstance(agent, str):
+        if not AGENT_PATH.match(agent):
+            raise ValueError(f"{loc}: '{agent}' is not an agent's import path; "
+                             f"write it as \"package.module:agent\"")
+        return agent, None
+    # Duck-typed: the builder does not import the runtime. An agent can be asked and cast to.
+    fun = getattr(agent, "fun", None)
+    if fun is None or not all(hasattr(agent, a) for a in ("app", "kvjoin", "cast_many")):
+        raise TypeError(f"{loc}: {method} takes an agent (a function decorated with @app.agent) or its import "
+                        f"path \"package.module:agent\", not {agent!r}")
+    return callable_ref(fun), agent
+
+
+def _agent_label(ref: str) -> str:
+    """`call_quote` for `storefront.pricing:quote`: the name part of the import path."""
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in ref.split(":")[-1].split(".")[-1])
 
 
 class Table(_Handle):

@@ -134,6 +134,21 @@ class Merge(Node):
     arity: ClassVar[int] = -1
 
 
+@dataclass(frozen=True)
+class CallAgent(Node):
+    """Ask a Python agent (`@app.agent`) for each event; its reply becomes the value.
+
+    The key stays. An event the agent yields nothing for, or replies null for, is dropped;
+    one it fails on is dead-lettered with the agent's error. `target` is the agent's import
+    path (`package.module:agent`); `agent` is the agent itself when the builder was given it.
+    """
+
+    target: str
+    value_type: Type = ANY  # what the agent replies, when declared
+    agent: Any = field(default=None, compare=False, repr=False)
+    kind: ClassVar[str] = "call_agent"
+
+
 # --------------------------------------------------------------------------- keys and topics
 
 
@@ -242,19 +257,20 @@ class Join(Node):
 # --------------------------------------------------------------------------- sinks
 
 
-SINK_KINDS = ("topic", "stdout", "file", "callable")
+SINK_KINDS = ("topic", "stdout", "file", "callable", "agent")
 
 
 @dataclass(frozen=True)
 class Sink(Node):
     """Where results leave the pipeline."""
 
-    sink: str  # topic | stdout | file | callable
-    target: str  # topic name, file path, `module:qualname`, or "-" for stdout
+    sink: str  # topic | stdout | file | callable | agent
+    target: str  # topic name, file path, `module:qualname` (a callable or an agent), or "-" for stdout
     serializer: str = "json"
     value_type: Type | None = None  # the declared type of the topic, when known
     partitions: int | None = None
     func: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    agent: Any = field(default=None, compare=False, repr=False)  # sink "agent": the agent, when given
     kind: ClassVar[str] = "sink"
 
 

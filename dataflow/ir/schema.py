@@ -129,6 +129,8 @@ def _infer_node(topology: Topology, node: n.Node, inputs: list[StreamSchema], de
         return _replace(first, value=ANY)
     if isinstance(node, n.Echo):
         return first
+    if isinstance(node, n.CallAgent):
+        return _replace(first, value=node.value_type)  # the key, and so the partitioning, stays
     if isinstance(node, n.Branch):
         for _, pred in node.branches:
             _expect_bool(_check(pred, scope, errors, node.loc), "a branch condition", node, errors, pred)

@@ -20,7 +20,7 @@ LABELS = {
     "source": "Source", "table_source": "Table source", "timer": "Timer", "map": "Map", "filter": "Filter", "flat_map": "FlatMap",
     "echo": "Echo", "branch": "Branch", "merge": "Merge", "group_by": "GroupBy", "through": "Through",
     "repartition": "Repartition", "window": "Window", "aggregate": "Aggregate", "table": "Table",
-    "changes": "Changes", "join": "Join", "sink": "Sink", "fused": "Fused",
+    "changes": "Changes", "join": "Join", "sink": "Sink", "fused": "Fused", "call_agent": "CallAgent",
 }
 
 
@@ -44,6 +44,8 @@ def describe_node(node: n.Node) -> dict[str, Any]:
         d["expr"] = render_expr(node.expr)
     elif isinstance(node, n.Echo):
         d["topics"] = list(node.topics)
+    elif isinstance(node, n.CallAgent):
+        d.update(agent=node.target, output=node.value_type.render())
     elif isinstance(node, n.Branch):
         d["branches"] = [{"name": b, "predicate": render_expr(p)} for b, p in node.branches]
         d["default"] = node.default
@@ -219,6 +221,8 @@ def _detail(node: dict[str, Any], topics: dict[str, Any]) -> str:
         return node["expr"]
     if kind == "echo":
         return "topics: " + ", ".join(node["topics"])
+    if kind == "call_agent":
+        return f"agent: {node['agent']}" + (f" -> {node['output']}" if node["output"] != "any" else "")
     if kind == "branch":
         parts = [f"{b['name']}: {b['predicate']}" for b in node["branches"]]
         if node["default"]:
@@ -285,8 +289,24 @@ def to_dot(plan: ExecutionPlan) -> str:
             out.append(f'  "topic:{_esc(topic)}" -> "{_esc(name)}";')
         for topic in _writes(node):
             out.append(f'  "{_esc(name)}" -> "topic:{_esc(topic)}";')
+    for agent in sorted({_agent_of(node)[0] for node in topo.nodes()} - {""}):
+        out.append(f'  "agent:{_esc(agent)}" [shape=component, label="agent\\n{_esc(agent)}"];')
+    for name in topo.order():
+        agent, asked = _agent_of(topo.node(name))
+        if agent:  # an ask is answered: draw it both ways
+            out.append(f'  "{_esc(name)}" -> "agent:{_esc(agent)}"' + (" [dir=both];" if asked else ";"))
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _agent_of(node: n.Node) -> tuple[str, bool]:
+    """(the agent a step calls or sends to, whether it asks), or ("", False)."""
+    for step in node.steps if isinstance(node, n.Fused) else (node,):
+        if isinstance(step, n.CallAgent):
+            return step.target, True
+        if isinstance(step, n.Sink) and step.sink == "agent":
+            return step.target, False
+    return "", False
 
 
 def _reads(node: n.Node) -> list[str]:

@@ -2,10 +2,12 @@
 
 Rules: unknown field and type mismatch (from type propagation), cycle,
 dangling stream, duplicate name, window without aggregation, join shape and
-co-partitioning, sink type mismatch, bad window/aggregate parameters, and
-timers that never tick.
+co-partitioning, sink type mismatch, bad window/aggregate parameters, timers
+that never tick, and agents a pipeline cannot call.
 """
 from __future__ import annotations
+
+import inspect
 
 from ..ir import nodes as n
 from ..ir.diagnostics import Diagnostic
@@ -27,7 +29,8 @@ def check(topology: Topology) -> list[Diagnostic]:
     ["stream 'busy' is never used: it has no sink and feeds no step"]
     """
     schemas, diagnostics = infer_schemas(topology)
-    for rule in (_cycles, _dangling, _windows, _aggregates, _joins, _changes_and_sinks, _duplicate_names, _timers):
+    for rule in (_cycles, _dangling, _windows, _aggregates, _joins, _changes_and_sinks, _duplicate_names, _timers,
+                 _agents):
         diagnostics.extend(rule(topology, schemas))
     unique = {(str(d.loc), d.message): d for d in diagnostics}
     return sorted(unique.values(), key=lambda d: (d.loc.file, d.loc.line, d.loc.column, d.message))
@@ -185,7 +188,8 @@ def _changes_and_sinks(topology: Topology, schemas: dict[str, StreamSchema]) -> 
         inputs = [schemas.get(p) for p in topology.predecessors(node.name)]
         if isinstance(node, n.Changes) and any(s is not None and not s.is_table for s in inputs):
             out.append(Diagnostic("changes applies to tables; this is already a stream", node.loc, rule="changes"))
-        if isinstance(node, (n.Sink, n.Filter, n.Map, n.FlatMap, n.GroupBy, n.Through, n.Echo, n.Branch, n.Merge)) \
+        if isinstance(node, (n.Sink, n.Filter, n.Map, n.FlatMap, n.GroupBy, n.Through, n.Echo, n.Branch, n.Merge,
+                             n.CallAgent)) \
                 and any(s is not None and s.is_table for s in inputs):
             out.append(Diagnostic(f"a table cannot feed {node.kind} directly", node.loc,
                                   "take the stream of its updates first: .changes()", rule="changes"))
@@ -214,3 +218,41 @@ def _timers(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagno
     return [Diagnostic(f"timer '{node.name}' needs an interval above zero", node.loc,
                        "write a duration such as 10s or 500ms", rule="timer")
             for node in topology.nodes() if isinstance(node, n.Timer) and node.interval_ms <= 0]
+
+
+AGENT_HINT = ('an agent is named by its import path, "package.module:agent", found from the working '
+              "directory or the pipeline file's directory")
+
+
+def _agents(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+    """Every agent the pipeline asks (`call agent`) or sends to (`to agent`) can be loaded,
+    can reply if it is asked, and has an app of its own name.
+
+    Loading an agent imports its module: the one rule that runs user code, as planning a
+    Python pipeline does.
+    """
+    from ..loader import PipelineNotFound, agents_in, load_agent
+
+    out = []
+    for node in topology.nodes():
+        asked = isinstance(node, n.CallAgent)
+        if not asked and not (isinstance(node, n.Sink) and node.sink == "agent"):
+            continue
+        agent = node.agent  # type: ignore[attr-defined]
+        if agent is None:
+            try:
+                agent = load_agent(node.target, near=node.loc.file)  # type: ignore[attr-defined]
+            except PipelineNotFound as e:
+                known = agents_in(e.ref)
+                hint = f"agents there: {', '.join(known)}" if known else AGENT_HINT
+                out.append(Diagnostic(f'cannot load agent "{e.ref}": {e.reason}', node.loc, hint, rule="agent"))
+                continue
+        if asked and inspect.iscoroutinefunction(agent.fun):
+            out.append(Diagnostic(f"agent '{agent.name}' cannot reply: its function does not yield", node.loc,
+                                  "yield the result inside `async for`, or send to the agent without asking: "
+                                  "to agent / to_agent()", rule="agent"))
+        if getattr(agent.app, "name", None) == topology.name:
+            out.append(Diagnostic(f"agent '{agent.name}' belongs to an app named like the pipeline, "
+                                  f"'{topology.name}': both would consume as the group '{topology.name}'",
+                                  node.loc, "rename the app or the pipeline", rule="agent"))
+    return out

@@ -419,3 +419,55 @@ def test_unknown_builtin_suggests_the_closest():
         udf("nocolon")
     with pytest.raises(TypeError, match="cannot use"):
         col("a") + object()
+
+
+# ---------------------------------------------------------------------------- Python agents
+
+def _pricing_app():  # type: ignore[no-untyped-def]
+    from dataflow.runtime.app import App
+
+    app = App("pricing")
+
+    @app.agent()
+    async def quote(stream):  # type: ignore[no-untyped-def]
+        async for order in stream:
+            yield order
+
+    return app, quote
+
+
+def test_call_agent_and_to_agent_by_import_path():
+    flow = Flow("shop")
+    orders = flow.source("orders", key=str, value=W)
+    quoted = orders.call_agent("storefront.pricing:quote", output=float)  # @call
+    quoted.to("quotes")
+    orders.to_agent("storefront.pricing:audit", name="audited")
+    call = flow.topology().node("orders.call_quote")
+    assert call == n.CallAgent("orders.call_quote", target="storefront.pricing:quote", value_type=FLOAT)
+    assert (call.agent, call.loc.line) == (None, line_of("call"))
+    assert flow.topology().node("audited") == n.Sink("audited", sink="agent", target="storefront.pricing:audit")
+    assert quoted.name == "orders.call_quote"  # not an anchor: later steps derive from `orders`
+    assert flow.topology().successors("orders.call_quote") == ["orders.to_quotes"]
+
+
+def test_an_agent_given_as_itself_is_named_by_its_module_and_name_and_kept():
+    app, quote = _pricing_app()
+    flow = Flow("shop")
+    flow.source("orders").call_agent(quote).to_agent(quote)
+    call, sink = flow.topology().node("orders.call_quote"), flow.topology().node("orders.to_agent_quote")
+    assert call.target == sink.target == f"{__name__}:_pricing_app.<locals>.quote"
+    assert call.agent is quote and sink.agent is quote
+    assert call.value_type == ANY
+
+
+def test_call_agent_needs_an_agent_or_an_import_path():
+    flow = Flow("shop")
+    orders = flow.source("orders")
+    with pytest.raises(ValueError, match=r"'storefront\.pricing' is not an agent's import path; "
+                                         r"write it as \"package\.module:agent\""):
+        orders.call_agent("storefront.pricing")
+    with pytest.raises(TypeError, match=r"call_agent takes an agent \(a function decorated with @app\.agent\) or "
+                                        r"its import path \"package\.module:agent\", not <function"):
+        orders.call_agent(lambda v: v)
+    with pytest.raises(TypeError, match=r"to_agent takes an agent"):
+        orders.to_agent(42)

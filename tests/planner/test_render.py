@@ -169,3 +169,24 @@ def test_every_format_is_listed():
 def test_locations_can_be_left_out(locations):
     text = to_text(plan(stream_table_join().topology()), locations=locations)
     assert (" @ tests/planner/test_render.py:" in text) is locations
+
+
+@pytest.mark.usefixtures("examples_importable")
+def test_agents_in_text_json_and_dot():
+    flow = Flow("quotes", partitions=2)
+    priced = flow.source("orders", key=str).call_agent("storefront.pricing:quote", output=float, name="priced")
+    priced.to("quotes")
+    priced.to_agent("storefront.pricing:audit")
+    p = plan(flow.topology())
+    text = to_text(p, locations=False)
+    assert "  CallAgent: priced [agent: storefront.pricing:quote -> float]\n" in text
+    assert "  Sink: priced.to_agent_audit [agent: storefront.pricing:audit]\n" in text
+    nodes = {node["name"]: node for node in describe(p)["agents"][0]["nodes"]}
+    assert {k: nodes["priced"][k] for k in ("kind", "agent", "output")} == \
+        {"kind": "call_agent", "agent": "storefront.pricing:quote", "output": "float"}
+    assert {k: nodes["priced.to_agent_audit"][k] for k in ("kind", "sink", "target")} == \
+        {"kind": "sink", "sink": "agent", "target": "storefront.pricing:audit"}
+    dot = to_dot(p)
+    assert '"agent:storefront.pricing:quote" [shape=component, label="agent\\nstorefront.pricing:quote"];' in dot
+    assert '"priced" -> "agent:storefront.pricing:quote" [dir=both];' in dot  # asked: the reply comes back
+    assert '"priced.to_agent_audit" -> "agent:storefront.pricing:audit";' in dot

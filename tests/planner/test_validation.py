@@ -431,6 +431,56 @@ def test_changes_of_a_stream():
     assert found(flow) == [("changes applies to tables; this is already a stream", "", at("changes-stream"))]
 
 
+# --------------------------------------------------------------------------- Python agents
+
+AGENT_HINT = ('an agent is named by its import path, "package.module:agent", found from the working '
+              "directory or the pipeline file's directory")
+
+
+@pytest.mark.usefixtures("examples_importable")
+def test_agents_that_cannot_be_loaded_or_cannot_reply():
+    flow = Flow("app")
+    orders = flow.source("orders")
+    orders.call_agent("no_such_module_here:quote").to("a")  # @no-module
+    orders.call_agent("storefront.pricing:PRICES").to("b")  # @not-an-agent
+    orders.call_agent("storefront.pricing:audit").to("c")  # @no-reply
+    orders.to_agent("storefront.pricing:qoute")  # @misspelt
+    assert found(flow) == [
+        ('cannot load agent "no_such_module_here:quote": cannot import module \'no_such_module_here\': '
+         "No module named 'no_such_module_here'", AGENT_HINT, at("no-module")),
+        ("cannot load agent \"storefront.pricing:PRICES\": 'PRICES' is not a dataflow agent in module 'storefront.pricing'",
+         "agents there: audit, quote", at("not-an-agent")),
+        ("agent 'audit' cannot reply: its function does not yield",
+         "yield the result inside `async for`, or send to the agent without asking: to agent / to_agent()",
+         at("no-reply")),
+        ("cannot load agent \"storefront.pricing:qoute\": 'qoute' is not a dataflow agent in module 'storefront.pricing'",
+         "agents there: audit, quote", at("misspelt")),
+    ]
+
+
+def test_an_agent_module_that_fails_to_import(tmp_path, monkeypatch):
+    (tmp_path / "broken_agents_mod.py").write_text("raise RuntimeError('no pricing database')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    flow = Flow("app")
+    flow.source("orders").to_agent("broken_agents_mod:quote")  # @broken
+    assert found(flow) == [('cannot load agent "broken_agents_mod:quote": importing it failed: '
+                            "RuntimeError: no pricing database", AGENT_HINT, at("broken"))]
+
+
+@pytest.mark.usefixtures("examples_importable")
+def test_an_agent_app_named_like_the_pipeline_and_a_table_asking_an_agent():
+    flow = Flow("pricing")  # the app of storefront.pricing is called `pricing` too
+    t = flow.table("customers", value=Customer)
+    as_stream(t).call_agent("storefront.pricing:quote", name="asked").to("out")  # @clash
+    hint = "take the stream of its updates first: .changes()"
+    assert found(flow) == [
+        ("a table cannot feed call_agent directly", hint, at("clash")),
+        ("a table cannot feed sink directly", hint, at("clash")),  # what the agent gives is still a table
+        ("agent 'quote' belongs to an app named like the pipeline, 'pricing': both would consume as the group "
+         "'pricing'", "rename the app or the pipeline", at("clash")),
+    ]
+
+
 # --------------------------------------------------------------------------- how diagnostics reach users
 
 

@@ -1,0 +1,1 @@
+"""Python agents that the example pipelines call (see examples/quotes.flow)."""
