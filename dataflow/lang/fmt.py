@@ -375,6 +375,10 @@ class _Formatter:
             topics = [x for x in c if isinstance(x, Token)]
             options = [x for x in c if isinstance(x, Tree)]
             return [" ".join(["echo " + ", ".join(self._topic(t) for t in topics), *(self.option(o) for o in options)])]
+        if kind == "call_agent_stage":
+            return [f"call agent {c[0].value}" + "".join(f" -> {self.type(t)}" for t in c[1:])]
+        if kind == "agent_sink":
+            return [f"to agent {c[0].value}"]
         if kind == "topic_sink":
             options = sorted(c[1:], key=lambda o: 0 if o.data == "serializer_option" else 1)
             return [" ".join([f"to topic {self._topic(c[0])}", *(self.option(o) for o in options)])]

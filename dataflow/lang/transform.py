@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 from lark import Token, Tree
 
 from ..builder import Branches, Flow, Stream, Table, WindowSpec, hopping, sliding, tumbling
+from ..builder.flow import AGENT_PATH
 from ..builder.windows import agg
 from ..ir import expr as ir
 from ..ir.diagnostics import Diagnostic
@@ -829,6 +830,20 @@ class FlowTransformer(ExpressionRules):
             topics.append(topic)
         return Step("echo", loc, lambda h, name: h.echo(*topics, name=name, serializer=serializer, loc=loc))
 
+    def call_agent_stage(self, meta: Any, children: list[Any]) -> Step:
+        path_token, *returns = children
+        loc = self._loc(meta)
+        path = self._agent_path(path_token)
+        output = returns[0] if returns else None
+        return Step("call agent", loc, lambda h, name: h.call_agent(path, output=output, name=name, loc=loc))
+
+    def _agent_path(self, token: Token) -> str:
+        path = decode_string(token, self.file)
+        if not AGENT_PATH.match(path):
+            raise LangError(f"'{path}' is not an agent's import path", self._loc(token),
+                            'write it as "package.module:agent"')
+        return path
+
     # ------------------------------------------------------------------ sinks
     def topic_sink(self, meta: Any, children: list[Any]) -> Step:
         topic_token, *rest = children
@@ -860,6 +875,15 @@ class FlowTransformer(ExpressionRules):
             (h.changes(loc=loc) if isinstance(h, Table) else h).to_file(path, loc=loc)
 
         return Step("to file", loc, apply, needs="any", makes_node=False, sink=True)
+
+    def agent_sink(self, meta: Any, children: list[Token]) -> Step:
+        loc = self._loc(meta)
+        path = self._agent_path(children[0])
+
+        def apply(h: Any, name: str | None) -> None:
+            (h.changes(loc=loc) if isinstance(h, Table) else h).to_agent(path, loc=loc)
+
+        return Step("to agent", loc, apply, needs="any", makes_node=False, sink=True)
 
 
 # ====================================================================== helpers

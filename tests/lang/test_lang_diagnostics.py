@@ -202,7 +202,7 @@ def test_tabs_keep_the_caret_aligned() -> None:
 @pytest.mark.parametrize("body, first_line", [
     ("pipeline other\n", "fraud.flow:11:1: error: a file has one pipeline header, at the top; "
                          "put its settings in the header: `pipeline NAME { setting value }`"),
-    ("withdrawals | to sdtout\n", "fraud.flow:11:18: error: unexpected name 'sdtout'; expected 'file', 'stdout' or "
+    ("withdrawals | to sdtout\n", "fraud.flow:11:18: error: unexpected name 'sdtout'; expected 'agent', 'file', 'stdout' or "
                                   "'topic'; did you mean 'stdout'?"),
     ("withdrawals | filter amount > 1 || amount < 0 | to stdout\n",
      "fraud.flow:11:34: error: unexpected '|'; expected a stage such as 'filter' or 'map'; write 'and' and 'or'"),

@@ -58,6 +58,7 @@ def test_every_builtin_is_used_in_a_runnable_example(name: str) -> None:
 
 
 @pytest.mark.parametrize("index", range(len(EXAMPLES)))
+@pytest.mark.usefixtures("examples_importable")  # the agents the examples call are examples/storefront/
 def test_every_flow_example_in_the_docs_compiles(index: int) -> None:
     body = EXAMPLES[index]
     text = body if body.lstrip().startswith(("pipeline", "#")) else PREAMBLE + body
@@ -72,6 +73,7 @@ def test_the_formatter_knows_every_statement_kind() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(EXAMPLES)))
+@pytest.mark.usefixtures("examples_importable")  # the agents the examples call are examples/storefront/
 def test_every_docs_example_formats_stably_to_the_same_plan(index: int) -> None:
     from dataflow.lang import format_source
     from dataflow.planner import plan

@@ -28,6 +28,7 @@ def test_examples_are_in_canonical_layout(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.usefixtures("examples_importable")
 def test_round_trip_of_a_squashed_example(path: Path) -> None:
     """Squash an example onto as few lines as its comments allow: fmt restores the same plan, stably."""
     text = path.read_text()
