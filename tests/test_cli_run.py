@@ -187,3 +187,54 @@ def test_missing_pipeline_file(workdir):
     result = invoke("nowhere.py", "--until-idle")
     assert result.exit_code == 1
     assert result.stderr == "nowhere.py: no such file\n"
+
+
+# -- pipelines that call Python agents (examples/quotes.* with examples/storefront/pricing.py) --------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+QUOTES = [
+    {"key": "o-1", "value": {"order_id": "o-1", "item": "apple", "total": 15.0}, "topic": "quotes", "partition": 0,
+     "offset": 0},
+    {"key": "o-4", "value": {"order_id": "o-4", "item": "plum", "total": 5.0}, "topic": "quotes", "partition": 0,
+     "offset": 1},
+    {"key": "o-5", "value": {"order_id": "o-5", "item": "pear", "total": 15.0}, "topic": "quotes", "partition": 1,
+     "offset": 0},
+]
+
+
+def split_agent_output(stdout: str) -> tuple[list[str], list[dict]]:
+    """What the audit agent printed, and the output lines (the two interleave freely)."""
+    audit = sorted(line for line in stdout.splitlines() if line.startswith("audit: "))
+    return audit, lines_of("\n".join(line for line in stdout.splitlines() if not line.startswith("audit: ")))
+
+
+@pytest.mark.parametrize("pipeline, broker", [("quotes.flow", []), ("quotes.py", ["--broker", "memory://"])])
+def test_a_pipeline_that_calls_agents_runs_them_on_its_broker(workdir, pipeline, broker):
+    result = invoke(str(EXAMPLES / pipeline), *broker, "--keyed",
+                    "--input", f"orders={EXAMPLES / 'data' / 'keyed-orders.jsonl'}",
+                    "--output", "quotes=-", "--output", "quotes-dead-letters=dead.jsonl", "--until-idle")
+    assert result.exit_code == 0, result.output
+    audit, quotes = split_agent_output(result.stdout)
+    assert quotes == QUOTES
+    assert audit == ["audit: order o-1 costs 15.0", "audit: order o-5 costs 15.0"]
+    [dead] = lines_of(Path("dead.jsonl").read_text())
+    assert dead["value"] == {"order_id": "o-3", "item": "pear", "quantity": 0}
+    assert result.stderr.splitlines()[-5:] == [
+        "  read  orders: 5", "  wrote quotes: 3", "  wrote quotes-dead-letters: 1",
+        "  dead letters: 1 (priced: 1)", "  commits: 1"]
+    assert (Path(".dataflow/quotes/log").is_dir()) is (pipeline == "quotes.flow")  # the local log, by default
+
+
+def test_a_pipeline_that_names_an_agent_it_cannot_load_stops_before_running(workdir):
+    Path("bad.flow").write_text('pipeline bad\ntopic orders\norders | call agent "pricing_nowhere:quote" | '
+                                'to stdout\n')
+    result = invoke("bad.flow", "--until-idle")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[:3] == [
+        "bad.flow:3:10: error: cannot load agent \"pricing_nowhere:quote\": cannot import module 'pricing_nowhere': "
+        "No module named 'pricing_nowhere'; an agent is named by its import path, \"package.module:agent\", found "
+        "from the working directory or the pipeline file's directory",
+        'orders | call agent "pricing_nowhere:quote" | to stdout',
+        "         ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~",
+    ]

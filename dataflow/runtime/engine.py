@@ -195,6 +195,10 @@ def _compile_node(node: n.Node, schema: StreamSchema, plan: ExecutionPlan, dead:
         from .flow_timers import TimerStep  # timer steps build on this module's Step
 
         return TimerStep(node, dead)
+    if isinstance(node, n.CallAgent) or (isinstance(node, n.Sink) and node.sink == "agent"):
+        from .flow_agents import agent_step  # agent steps build on this module's Step
+
+        return agent_step(node, dead)
     if node.stateless:
         steps = node.steps if isinstance(node, n.Fused) else (node,)
         return Chain(node.name, _chain_function(node.name, steps, schema, outputs), dead)

@@ -23,6 +23,10 @@ Timers declared in the pipeline (`flow.every`, `every 10s emit ...`) tick while 
 runs (`runtime.flow_timers`): each tick takes the batch lock, pushes its one record
 through the timer's steps, and produces and commits like a batch. They do not keep an
 `until_idle` run going.
+
+Python agents the pipeline calls (`call agent`, `to agent`) run in this process, their apps
+on this worker's transport from `start()` to `stop()`; what reached them in a batch is asked
+and cast before the batch's outputs are produced (`runtime.flow_agents`).
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from ..transport.base import TP, Consumer, Message, Producer, ProducerRecord, Tr
 from ..transport.kafka_topics import declarations_for, declare_topics
 from .codecs import CodecError, get_codec
 from .engine import CompiledAgent, Output, Rec, Step, compile_agent
+from .flow_agents import AgentApps
 from .flow_timers import FlowTimer, TimerStep, stop_timers
 from .monitor import Monitor
 from .offsets import Tracker
@@ -148,6 +153,7 @@ class Worker:
         self._forwarded: set[int] = set()  # went on through an internal topic: answered downstream
         self.timers: list[FlowTimer] = []  # the pipeline's timers, ticking while run() runs
         self._timer_tasks: list[asyncio.Future[Any]] = []
+        self.agent_apps = AgentApps(transport)  # the apps of the Python agents the pipeline calls
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -176,6 +182,7 @@ class Worker:
         for step in self.stateful:
             self.state.on_assigned.append(lambda p, _store, step=step: step.on_assigned(p))
             self.state.on_revoked.append(lambda p, _store, step=step: step.on_revoked(p))
+        await self.agent_apps.start(self.agents)
         self.producer = self.transport.producer()
         await self.producer.start()
         if not self.routes:
@@ -219,6 +226,7 @@ class Worker:
                 await self._flush()
                 await self._commit_now()
             await self.consumer.stop()
+        await self.agent_apps.stop()
         await self.state.close()
         if self.producer is not None:
             await self.producer.flush()
@@ -313,7 +321,7 @@ class Worker:
 
     async def is_idle(self) -> bool:
         """Nothing in flight and every assigned partition read to its end."""
-        if self.tracker.in_flight or self._unwritten:
+        if self.tracker.in_flight or self._unwritten or not await self.agent_apps.idle():
             return False
         assigned = self.consumer.assignment()
         if not assigned:
@@ -399,7 +407,14 @@ class Worker:
             return key.decode("utf-8", "replace")  # plain-text keys from other producers are common
 
     # ------------------------------------------------------------------ outputs
+    async def _call_agents(self) -> None:
+        """Ask and cast for what agent steps collected (see `runtime.flow_agents`); replies
+        that reached stateful steps tick now, as if they had come with the batch."""
+        if await self.agent_apps.settle():
+            self._tick()
+
     async def _flush(self) -> None:
+        await self._call_agents()
         records: list[ProducerRecord] = []
         pending: list[Any] = []
         for agent in self.agents:

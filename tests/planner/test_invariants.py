@@ -75,6 +75,7 @@ def extended_source(path: Path, mode: str) -> str:
 
 @pytest.mark.parametrize("mode", ["appended", "interleaved"])
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.usefixtures("examples_importable")  # the copies in tmp_path call agents in examples/storefront/
 def test_unrelated_steps_rename_no_topic_or_store(example, mode, tmp_path):
     original = runpy.run_path(str(example))["flow"]
     extended_file = tmp_path / example.name

@@ -21,7 +21,7 @@ def expected_output(block: str) -> list[str]:
 
 def test_agents_md_examples_run_and_print_what_they_say(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     blocks = BLOCK.findall(DOC.read_text())
-    assert len(blocks) == 7
+    assert len(blocks) == 8
     module = types.ModuleType("agents_md")  # Record classes need a real module
     monkeypatch.setitem(sys.modules, module.__name__, module)
     namespace = module.__dict__
