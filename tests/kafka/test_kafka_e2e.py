@@ -2,9 +2,10 @@
 
 Each example pipeline's stateless part runs on Kafka and on memory:// with the same input
 (explicit timestamps, so every byte can match); what every topic holds must agree
-partition by partition. The stateful rest of the examples (windows, aggregates, joins)
-waits for the state layer; `clicks` starts with a join, so its stateless part is its
-sources as read.
+partition by partition, offsets included where a topic has a single upstream partition.
+`clicks` starts with a join, so its stateless part is its sources as read. The examples in
+full, with their windows, aggregates, joins, tables and timers, are in
+test_kafka_examples.py, as are several `dataflow run --until-idle` workers sharing an input.
 """
 from __future__ import annotations
 
