@@ -81,6 +81,10 @@ class App:
     one partition); an ask without a reply after ``reply_expires`` seconds fails with
     :class:`~dataflow.runtime.replies.AskTimeout`. ``client_only=True`` starts only what
     asking needs (a producer and the reply consumer): no agents, timers or consumer group.
+
+    Rebalances: when partitions are revoked, their queued events are dropped and the
+    actors get up to ``revoke_wait`` seconds to finish the events they hold before the
+    commit; the next owner reads the rest again from that commit.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class App:
         poll_timeout: float = 0.05,
         startup_timeout: float = 1.0,
         shutdown_timeout: float = 30.0,
+        revoke_wait: float = 10.0,
         max_restarts: int = 10,
         restart_window: float = 60.0,
         reply_to: str | None = None,
@@ -120,6 +125,7 @@ class App:
         self.poll_timeout = poll_timeout
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
+        self.revoke_wait = revoke_wait
         self.max_restarts = max_restarts
         self.restart_window = restart_window
         self.reply_to = reply_to or f"{reply_to_prefix}{name}"
@@ -152,10 +158,17 @@ class App:
             channel.subscriptions.clear()
         self._created: set[str] = set()
         self._tracker = Tracker()
+        # Assigned partitions whose tables are open: a transport may hand out records of a
+        # partition while on_assigned still restores them (those are read again later).
+        self._ready: set[TP] = set()
+        # Bumped when a partition is revoked, so a late ack of an event delivered before
+        # cannot ack the same offset delivered again after it comes back.
+        self._epochs: dict[TP, int] = {}
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._consumer_topics: set[str] = set()
         self._resubscribe_needed = False
+        self._resubscribing = False
         self._delivering = False
         self._acks_since_commit = 0
         self._commit_wakeup = asyncio.Event()
@@ -702,10 +715,17 @@ class App:
                 if tp in positions:
                     consumer.seek(tp, positions[tp])
             await self.tables.assigned(tps, consumer)  # opened and recovered before any is read
+            self._ready |= tps
 
         async def on_revoked(tps: set[TP]) -> None:
-            await self._commit(tps)
-            await self.tables.revoked(tps, consumer)
+            if self._resubscribing:
+                # Not a real revocation: the next consumer resumes at this one's positions,
+                # so what is queued and in flight stays as it is.
+                self._ready -= tps
+                await self._commit(tps)
+                await self.tables.revoked(tps, consumer)
+            else:
+                await self._give_back(tps, consumer)
 
         consumer = self.transport.consumer(self.name, topics, on_assigned=on_assigned, on_revoked=on_revoked)
         self._consumer = consumer
@@ -721,7 +741,11 @@ class App:
         if old is not None:
             positions = {tp: old.position(tp) for tp in old.assignment()}
             await self._commit()
-            await old.stop()
+            self._resubscribing = True
+            try:
+                await old.stop()
+            finally:
+                self._resubscribing = False
         await self._start_consumer(positions)
 
     async def _fetch_loop(self) -> None:
@@ -738,9 +762,32 @@ class App:
             self._delivering = True
             try:
                 for tp in sorted(batch):
-                    await self._deliver(tp, batch[tp])
+                    if tp in self._ready:
+                        await self._deliver(tp, batch[tp])
+                    elif tp in consumer.assignment():  # still restoring its tables: read it again
+                        consumer.seek(tp, batch[tp][0].offset)
+                    # else revoked meanwhile: its next owner reads it from the last commit
             finally:
                 self._delivering = False
+
+    async def _give_back(self, tps: set[TP], consumer: Consumer) -> None:
+        """Revoked partitions, as Faust does it: stop delivering them, drop their queued
+        events, let the actors finish the ones they hold (up to ``revoke_wait`` seconds),
+        commit, then close their tables. What was dropped or not finished is read again
+        from the commit by the partitions' next owner."""
+        self._ready -= tps
+        for subs in self._topic_subs.values():
+            for _, sub in subs:
+                sub.drop(lambda event: event.message is not None and event.message.tp in tps)
+        deadline = asyncio.get_running_loop().time() + self.revoke_wait
+        # (when stopping, the actors are gone already: stop() gave them shutdown_timeout)
+        while not self._stopping and self._tracker.in_flight_of(tps) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        await self._commit(tps)
+        self._tracker.forget(tps)
+        for tp in tps:
+            self._epochs[tp] = self._epochs.get(tp, 0) + 1
+        await self.tables.revoked(tps, consumer)
 
     async def _deliver(self, tp: TP, messages: list[Message]) -> None:
         subs = self._topic_subs.get(tp.topic, [])
@@ -781,7 +828,7 @@ class App:
             await self._produce_many(dead)
         for message, targets in plans:
             self._tracker.track(message, refs=len(targets))
-            on_ack = partial(self._on_ack, message.tp, message.offset)
+            on_ack = partial(self._on_ack, message.tp, message.offset, self._epochs.get(message.tp, 0))
             if targets and message.headers and wants_reply_always(message.headers):
                 on_ack = self._answer_when_done(message.headers, message.key, len(targets), on_ack)
             for sub, key, value in targets:
@@ -797,7 +844,9 @@ class App:
         self.monitor.on_dead_letter(stage)
         return ProducerRecord(self.dead_letter_topic, message.key, message.value, 0, message.timestamp, headers)
 
-    def _on_ack(self, tp: TP, offset: int) -> None:
+    def _on_ack(self, tp: TP, offset: int, epoch: int = 0) -> None:
+        if self._epochs.get(tp, 0) != epoch:
+            return  # delivered before the partition was revoked: it will be read again
         self._tracker.ack(tp, offset)
         self._acks_since_commit += 1
         if self._acks_since_commit >= self.commit_every:

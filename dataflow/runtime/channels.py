@@ -102,6 +102,24 @@ class Subscription:
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
+    def drop(self, unwanted: Callable[[Event], bool]) -> int:
+        """Take the queued events ``unwanted`` picks out of the queues, unacked (their
+        partitions were revoked: the next owner reads them again); returns how many."""
+        dropped = 0
+        for queue in self.queues:
+            kept = []
+            while not queue.empty():
+                event = queue.get_nowait()
+                if unwanted(event):
+                    dropped += 1
+                    self._done()
+                else:
+                    kept.append(event)
+                queue.task_done()
+            for event in kept:
+                queue.put_nowait(event)
+        return dropped
+
     def kill(self) -> None:
         """Stop delivering: queued events are dropped *unacked* (see :meth:`put`)."""
         self.dead = True

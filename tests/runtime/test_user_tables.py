@@ -317,3 +317,55 @@ async def test_a_write_made_while_a_commit_is_in_flight_goes_with_the_next_commi
     records = await read_topic(f"memory://{name}", "race-t-changelog")
     del keep
     assert [(m.key, m.value) for m in records] == [(b'"a"', b"1"), (b'"a"', b"2"), (b'"b"', b"3")]
+
+
+async def test_a_rebalance_mid_stream_drops_queued_events_and_waits_for_restores(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events queued for partitions that move away are dropped (their next owner reads them
+    from the commit), the event an actor holds finishes first, and records fetched while a
+    returning partition restores its tables wait for it: every word is counted exactly once."""
+    from dataflow.runtime.state import StateManager
+
+    real_open = StateManager.open
+
+    async def slow_open(self, pairs, committed):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.02)
+        await real_open(self, pairs, committed)
+
+    monkeypatch.setattr(StateManager, "open", slow_open)
+    name = f"tables-{uuid.uuid4().hex}"
+    keep = MemoryTransport(name)
+    url = f"memory://{name}"
+    gate = asyncio.Event()
+
+    def gated_counting_app() -> tuple[App, Any]:
+        app = App("wc", broker=url, topic_partitions=4, commit_interval=3600, stream_buffer_maxsize=8)
+        counts = app.Table("counts", default=int)
+
+        @app.agent(app.topic("words"))
+        async def count(stream):  # type: ignore[no-untyped-def]
+            async for word in stream:
+                await gate.wait()
+                counts[word] += 1
+
+        return app, counts
+
+    first, first_counts = gated_counting_app()
+    await first.start()
+    try:
+        await first.topic("words").send_many([(w, w) for w in WORDS])
+        while first._tracker.in_flight < 9:  # one held by the actor, eight queued behind it
+            await asyncio.sleep(0.001)
+        second, _ = gated_counting_app()
+        joining = asyncio.ensure_future(second.start())  # first gives back partitions 2 and 3
+        await asyncio.sleep(0.01)
+        gate.set()
+        await joining
+        await second.run_until_idle(stop=False)
+        await second.stop()  # first gets them back, restoring what second counted
+        await first.run_until_idle(stop=False)
+        assert first.agents["count"].crashes == 0
+        assert dict(first_counts.items()) == dict(Counter(WORDS))
+    finally:
+        await first.stop()
+        del keep
