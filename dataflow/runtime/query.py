@@ -57,8 +57,8 @@ async def read_table(plan: ExecutionPlan, table: str, data_dir: str | Path, brok
         owner = next(a for a in plan.agents if table in a.stores)
         topic = owner.entries[0][1]
 
-        async def committed(tp: TP) -> int | None:
-            return transport.broker.committed(plan.name, tp) if hasattr(transport, "broker") else None  # type: ignore[attr-defined]
+        async def committed(tp: TP) -> int | None:  # how far the pipeline's group applied a table source
+            return await transport.group_committed(plan.name, tp)  # type: ignore[attr-defined]
 
         await state.assign([TP(topic, p) for p in range(store.partitions)], committed)
         try:

@@ -146,6 +146,7 @@ class Worker:
         # Assigned partitions whose tables are open and recovered. A transport may hand out
         # records of a partition while its on_assigned callback still restores the state.
         self._ready: set[TP] = set()
+        self._every_partition: list[TP] | None = None  # of the topics read, see is_idle()
         # Asks in the current batch (records with reply headers), by id() of their message:
         # answered by the flow's first output for them, an error, or null if nothing came out.
         self._asks: dict[int, Message] = {}
@@ -289,8 +290,12 @@ class Worker:
             elif self._unwritten:
                 async with self._lock:  # caught up: make the outputs waiting for a transaction visible
                     await self._commit_now()
-            elif until_idle and idle_when() and await self.is_idle():
-                return
+            elif until_idle and idle_when():
+                if await self._shares_group():
+                    async with self._lock:  # caught up: peers deciding whether they are idle wait for these offsets
+                        await self.commit(force=bool(self.tracker.committable()))
+                if await self.is_idle():
+                    return
             else:
                 async with self._lock:
                     await self.commit()
@@ -320,12 +325,26 @@ class Worker:
                 step.late = 0
 
     async def is_idle(self) -> bool:
-        """Nothing in flight and every assigned partition read to its end."""
+        """Nothing in flight, every assigned partition read to its end, and every other
+        partition of the topics it reads committed to its end by whichever worker owns it.
+
+        The last part matters when several workers share the group: a peer still working
+        may yet write into this worker's repartition partitions, or leave the group and hand
+        its partitions over. Peers are checked first, so records they produced before their
+        commit are inside the ends read for this worker's own partitions after it.
+        """
         if self.tracker.in_flight or self._unwritten or not await self.agent_apps.idle():
             return False
         assigned = self.consumer.assignment()
+        everything = await self._partitions_read()
+        others = [tp for tp in everything if tp not in assigned]
+        if others:
+            ends = await self.consumer.end_offsets(others)
+            for tp in others:
+                if ends[tp] and (await self.consumer.committed(tp) or 0) < ends[tp]:
+                    return False
         if not assigned:
-            return not self.routes
+            return True
         ends = await self.consumer.end_offsets(assigned)
         for tp, end in ends.items():
             key = f"{tp.topic}[{tp.partition}]"
@@ -333,6 +352,18 @@ class Worker:
             if self.consumer.position(tp) < end:
                 return False
         return True
+
+    async def _shares_group(self) -> bool:
+        """Whether other workers own some of the partitions this worker's group reads."""
+        assigned = self.consumer.assignment()
+        return any(tp not in assigned for tp in await self._partitions_read())
+
+    async def _partitions_read(self) -> list[TP]:
+        """Every partition of the topics this worker's group reads (counts fixed for the run)."""
+        if self._every_partition is None:
+            counts = await self.transport.describe_topics(sorted(self.routes))
+            self._every_partition = [TP(topic, p) for topic, n in sorted(counts.items()) for p in range(n)]
+        return self._every_partition
 
     def _process(self, tp: TP, messages: list[Message]) -> None:
         routes = self.routes.get(tp.topic, [])

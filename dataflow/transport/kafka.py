@@ -357,6 +357,17 @@ class KafkaTransport(Transport):
         return [Message(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp,
                         tuple(r.headers) if r.headers else ()) for r in fetched.get(ktp, []) if r.offset >= start]
 
+    async def group_committed(self, group_id: str, tp: TP) -> int | None:
+        """The offset ``group_id`` committed for ``tp``, read without joining the group
+        (what rebuilding a table read from a topic needs outside a run)."""
+        ktp = KTP(tp.topic, tp.partition)
+        try:
+            offsets = await self.admin.list_consumer_group_offsets(group_id, partitions=[ktp])
+        except kerrors.KafkaError as err:
+            raise _error(err, f"reading the offsets group {group_id!r} committed") from None
+        meta = offsets.get(ktp)
+        return None if meta is None or meta.offset < 0 else int(meta.offset)
+
     # -- topics --------------------------------------------------------------------------
 
     async def _metadata(self) -> dict[str, int]:

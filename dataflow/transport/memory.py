@@ -542,6 +542,10 @@ class InProcessTransport(Transport):
         self._broker.spec(tp.topic)
         return self._broker.end_offset(tp)
 
+    async def group_committed(self, group_id: str, tp: TP) -> int | None:
+        """The offset ``group_id`` committed for ``tp``, read without joining the group."""
+        return self._broker.committed(group_id, tp)
+
     def producer(self) -> InProcessProducer:
         producer = InProcessProducer(self._broker)
         self._producers.append(producer)

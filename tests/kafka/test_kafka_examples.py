@@ -447,11 +447,6 @@ async def test_monitoring_in_full_with_its_timers_on_a_clock_the_test_moves(kafk
     assert [dict(m.headers)["dataflow.stage"] for m in run.topics["monitoring-dead-letters"]] == [b"validate"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: read_table (dataflow query) on kafka:// restores nothing for a table read from a topic: "
-    "query.read_table's committed() only asks transport.broker (memory://, local://), so on Kafka the "
-    "group's committed offset is None, StateManager._recover treats it as 0 and a fresh data dir "
-    "yields no rows"))
 async def test_a_table_read_from_a_topic_is_rebuilt_by_read_table(kafka_url: str, tmp_path: Path) -> None:
     sfx = "-" + unique_name("orders")
     plan = example_plan("orders", "flow", sfx)
@@ -469,7 +464,7 @@ async def test_a_table_read_from_a_topic_is_rebuilt_by_read_table(kafka_url: str
 # 8-partition input produced before they start, must each exit 0 on their own; together they
 # must have made exactly one clean run's table and changes (nothing twice, nothing missing).
 # The pipeline keeps per-key state on its input's own partitions: with a repartition topic
-# between the workers, they lose records (the xfail at the end of this file).
+# between the workers, see the last test of this file.
 
 
 PER_USER = '''
@@ -587,11 +582,6 @@ async def test_an_until_idle_worker_that_starts_while_another_runs(kafka_url: st
     await assert_one_clean_run(plan, source, out, errs, kafka_url, tmp_path / "fresh")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Worker.run(until_idle=True) (what dataflow run --until-idle runs) returns once the partitions "
-    "this worker owns are read to their end, although a peer in its group still has input whose records "
-    "a repartition topic will bring to those partitions; unless the peer notices the departure before it "
-    "goes idle itself, those records stay unprocessed (both exit 0 with incomplete tables)"))
 async def test_until_idle_workers_with_a_repartition_between_them_process_everything(
         kafka_url: str, tmp_path: Path) -> None:
     """Two workers of examples/wordcount.flow over a finished 8-partition input. Its group_by
