@@ -219,6 +219,7 @@ def run_command(
     from ..runtime.engine import UnsupportedNode
     from ..runtime.process import tune_for_throughput
     from ..runtime.runner import InputError, RunOptions, run_plan, summary
+    from ..runtime.state import RestoreError
     from ..transport.base import TransportError
 
     options = RunOptions(broker=broker, data_dir=data_dir, inputs=_pairs(inputs, "--input"),
@@ -234,7 +235,7 @@ def run_command(
         started = time.monotonic()
         try:
             monitor = asyncio.run(run_plan(plan, options))
-        except (InputError, UnsupportedNode, TransportError) as e:
+        except (InputError, UnsupportedNode, TransportError, RestoreError) as e:
             raise UserError(f"error: {e}") from None
         return monitor, time.monotonic() - started
 

@@ -33,7 +33,7 @@ from ..state.table import PLAIN_KEYS, WINDOWED_KEYS, TablePartition
 from ..transport.base import TP, ProducerRecord, Transport, UnknownTopicError
 from .tables import Table
 
-__all__ = ["META_HEADER", "StateManager", "make_tables"]
+__all__ = ["META_HEADER", "RestoreError", "StateManager", "make_tables"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ _READ_BATCH = 10_000
 _EMPTY_READS = 20
 # Below this many changes a store write takes microseconds: cheaper inline than a thread hop.
 _INLINE_FLUSH = 512
+
+
+class RestoreError(RuntimeError):
+    """A table partition could not be rebuilt from its changelog."""
 
 
 def make_tables(plan: ExecutionPlan) -> dict[str, Table]:
@@ -156,7 +160,7 @@ class StateManager:
                 # leave the table silently incomplete, so retry a bounded number of times.
                 empty += 1
                 if empty >= _EMPTY_READS:
-                    raise RuntimeError(f"cannot restore {table.name}[{part.partition}]: {tp.topic}[{tp.partition}] "
+                    raise RestoreError(f"cannot restore {table.name}[{part.partition}]: {tp.topic}[{tp.partition}] "
                                        f"returned nothing at offset {position} of {end}")
                 continue
             empty = 0

@@ -54,7 +54,7 @@ from .monitor import Monitor
 from .offsets import Tracker
 from .records import validator
 from .replies import encode_reply_value, reply_address, reply_to_record
-from .state import StateManager, make_tables
+from .state import RestoreError, StateManager, make_tables
 from .stateful import StatefulStep
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ class Worker:
         # records of a partition while its on_assigned callback still restores the state.
         self._ready: set[TP] = set()
         self._every_partition: list[TP] | None = None  # of the topics read, see is_idle()
+        self._failure: BaseException | None = None  # a restore that failed in on_assigned
         # Asks in the current batch (records with reply headers), by id() of their message:
         # answered by the flow's first output for them, an error, or null if nothing came out.
         self._asks: dict[int, Message] = {}
@@ -197,7 +198,13 @@ class Worker:
         async with self._lock:
             if self.state.has_state:
                 before = self.state.restored
-                await self.state.assign(tps, self.consumer.committed)
+                try:
+                    await self.state.assign(tps, self.consumer.committed)
+                except Exception as e:
+                    # The partitions would never become ready: stop the run loudly instead.
+                    self._failure = e
+                    self._stopping.set()
+                    raise
                 self.monitor.restored_records += self.state.restored - before
             self._ready |= tps
 
@@ -272,6 +279,14 @@ class Worker:
             if not until_idle:
                 await self._stopping.wait()
             return
+        try:
+            await self._consume_until_stopped(until_idle, idle_when)
+        finally:
+            if self._failure is not None:
+                raise RestoreError(f"pipeline {self.plan.name} cannot restore the tables of its partitions: "
+                                   f"{self._failure}") from self._failure
+
+    async def _consume_until_stopped(self, until_idle: bool, idle_when: Callable[[], bool]) -> None:
         while not self._stopping.is_set():
             batches = await self.consumer.getmany(max_records=self.options.batch_size,
                                                   timeout=self.options.poll_timeout)

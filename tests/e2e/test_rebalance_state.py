@@ -9,7 +9,7 @@ import pytest
 
 from dataflow import Flow, agg, col
 from dataflow.planner import plan as build_plan
-from dataflow.runtime.state import StateManager
+from dataflow.runtime.state import RestoreError, StateManager
 from dataflow.runtime.worker import Worker, WorkerOptions
 from dataflow.transport.base import ProducerRecord
 
@@ -64,3 +64,25 @@ async def test_records_fetched_while_a_partition_restores_wait_for_its_table(
         await transport.stop()
     assert dead == {}
     assert rows == {k: {"n": 3} for k in keys}
+
+
+async def test_a_restore_that_fails_stops_the_run_with_the_reason(
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its partitions would never become ready: the run must end loudly, not wait forever.
+    async def broken_open(self, pairs, committed):  # type: ignore[no-untyped-def]
+        raise RestoreError("cannot restore per_key[0]: rebal-per_key-changelog[0] returned nothing")
+
+    monkeypatch.setattr(StateManager, "open", broken_open)
+    plan = build_plan(counting().topology())
+    transport = make_transport(kind, tmp_path / "log")
+    await transport.start()
+    try:
+        worker = Worker(plan, transport, WorkerOptions(data_dir=str(tmp_path / "a")))
+        await worker.start()
+        with pytest.raises(RestoreError) as raised:
+            await worker.run(until_idle=True)
+        assert str(raised.value) == ("pipeline rebal cannot restore the tables of its partitions: cannot restore "
+                                     "per_key[0]: rebal-per_key-changelog[0] returned nothing")
+        await worker.stop()
+    finally:
+        await transport.stop()
