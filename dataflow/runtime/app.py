@@ -525,6 +525,8 @@ class App:
             return True
         assigned = consumer.assignment()
         ends = await consumer.end_offsets(assigned)
+        if consumer is not self._consumer or consumer.assignment() != assigned:
+            return False  # a rebalance (or resubscribe) happened meanwhile: look again
         for tp, end in ends.items():
             self.monitor.end[f"{tp.topic}[{tp.partition}]"] = end
             if consumer.position(tp) < end:
@@ -776,12 +778,16 @@ class App:
         commit, then close their tables. What was dropped or not finished is read again
         from the commit by the partitions' next owner."""
         self._ready -= tps
+        dropped: set[tuple[TP, int]] = set()
         for subs in self._topic_subs.values():
             for _, sub in subs:
-                sub.drop(lambda event: event.message is not None and event.message.tp in tps)
+                for event in sub.drop(lambda event: event.message is not None and event.message.tp in tps):
+                    dropped.add((event.message.tp, event.message.offset))  # type: ignore[union-attr]
         deadline = asyncio.get_running_loop().time() + self.revoke_wait
-        # (when stopping, the actors are gone already: stop() gave them shutdown_timeout)
-        while not self._stopping and self._tracker.in_flight_of(tps) and asyncio.get_running_loop().time() < deadline:
+        # Wait for what actors hold (dropped events are never acked); when stopping, the
+        # actors are gone already: stop() gave them shutdown_timeout.
+        while (not self._stopping and self._tracker.in_flight_of(tps) - dropped
+               and asyncio.get_running_loop().time() < deadline):
             await asyncio.sleep(0.01)
         await self._commit(tps)
         self._tracker.forget(tps)

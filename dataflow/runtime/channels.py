@@ -102,16 +102,16 @@ class Subscription:
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
-    def drop(self, unwanted: Callable[[Event], bool]) -> int:
+    def drop(self, unwanted: Callable[[Event], bool]) -> list[Event]:
         """Take the queued events ``unwanted`` picks out of the queues, unacked (their
-        partitions were revoked: the next owner reads them again); returns how many."""
-        dropped = 0
+        partitions were revoked: the next owner reads them again); returns them."""
+        dropped = []
         for queue in self.queues:
             kept = []
             while not queue.empty():
                 event = queue.get_nowait()
                 if unwanted(event):
-                    dropped += 1
+                    dropped.append(event)
                     self._done()
                 else:
                     kept.append(event)

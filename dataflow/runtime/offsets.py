@@ -242,9 +242,10 @@ class Tracker:
                     del refs[stale]
                 self._done(dropped)
 
-    def in_flight_of(self, tps: Iterable[TP]) -> int:
-        """How many tracked offsets of these partitions are not acked yet."""
-        return sum(self._partitions[tp].in_flight for tp in tps if tp in self._partitions)
+    def in_flight_of(self, tps: Iterable[TP]) -> set[tuple[TP, int]]:
+        """The tracked offsets of these partitions not acked yet."""
+        return {(tp, offset) for tp in tps if tp in self._partitions
+                for offset in self._partitions[tp]._in_flight}
 
     def forget(self, tps: Iterable[TP]) -> None:
         """Drop partitions (revoked, or about to be re-read after a seek)."""

@@ -361,6 +361,8 @@ class Worker:
         if not assigned:
             return True
         ends = await self.consumer.end_offsets(assigned)
+        if self.consumer.assignment() != assigned:
+            return False  # a rebalance happened meanwhile: look again
         for tp, end in ends.items():
             key = f"{tp.topic}[{tp.partition}]"
             self.monitor.end[key] = end

@@ -19,7 +19,7 @@ import pytest
 
 from dataflow.runtime.app import App
 from dataflow.runtime.events import current_event
-from dataflow.transport.base import TransportError, open_transport, partition_for
+from dataflow.transport.base import open_transport, partition_for
 from tests.kafka_broker import unique_name
 
 from .conftest import read_topics
@@ -147,8 +147,7 @@ async def test_a_member_joins_mid_stream_and_leaves_and_every_word_is_counted_on
     per_partition = Counter(partition_for(orjson.dumps(w), 4) for w in WORDS)  # where the producer puts them
     hold_at = 20
 
-    # revoke_wait=2: the held events finish at once, but the dropped ones are waited for (see the xfail below).
-    first = Counting(name, url, topic, tmp_path / "first", hold_at=hold_at, revoke_wait=2)
+    first = Counting(name, url, topic, tmp_path / "first", hold_at=hold_at)
     second = Counting(name, url, topic, tmp_path / "second")
     await first.app.start()
     try:
@@ -174,7 +173,6 @@ async def test_a_member_joins_mid_stream_and_leaves_and_every_word_is_counted_on
             assert {**first.table(), **second.table()} == expected
         finally:
             await second.app.stop()  # the group rebalances: the first gets everything back
-        # (run_until_idle while the first is rebalancing can fail: see the xfail below)
         await until(lambda: first.partitions() == [0, 1, 2, 3], "the first member to get every partition back")
         await first.app.run_until_idle(stop=False)
         assert first.partitions() == [0, 1, 2, 3] and first.table() == expected
@@ -188,11 +186,6 @@ async def test_a_member_joins_mid_stream_and_leaves_and_every_word_is_counted_on
         await first.app.stop()
 
 
-@pytest.mark.xfail(strict=True, raises=TransportError, reason=(
-    "BUG: App.is_idle (dataflow/runtime/app.py) takes consumer.assignment(), awaits "
-    "end_offsets() and then calls consumer.position() on each partition; a rebalance that "
-    "revokes them meanwhile makes position() raise TransportError 'not assigned to this "
-    "consumer', so run_until_idle crashes instead of waiting for the new assignment"))
 async def test_run_until_idle_waits_through_a_rebalance(kafka_url: str, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     url, name, topic = fast_groups(kafka_url), unique_name("wc"), unique_name("words")
@@ -229,7 +222,7 @@ async def test_run_until_idle_waits_through_a_rebalance(kafka_url: str, tmp_path
             await asyncio.wait_for(asked.wait(), 30)  # a hang guard
             await second.app.stop()
         finally:
-            await idle  # expected: returns once the first holds everything; today: TransportError
+            await idle  # returns once the first holds everything again
         await until(lambda: first.partitions() == [0, 1, 2, 3], "the first member to get every partition back")
         assert first.table() == expected
     finally:
@@ -237,12 +230,6 @@ async def test_run_until_idle_waits_through_a_rebalance(kafka_url: str, tmp_path
         await first.app.stop()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: App._give_back (dataflow/runtime/app.py) drops the queued events of revoked "
-    "partitions without untracking them, then waits while tracker.in_flight_of(tps) is "
-    "non-zero: the dropped events are never acked, so every rebalance that drops queued "
-    "events waits the whole revoke_wait (10 s by default) although the actors finished "
-    "the events they held at once"))
 async def test_a_rebalance_waits_only_for_the_events_the_actors_hold(kafka_url: str, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     url, name, topic = fast_groups(kafka_url), unique_name("wc"), unique_name("words")
