@@ -159,7 +159,7 @@ class InProcessBroker(ABC):
         timestamp = self.clock() if record.timestamp is None else record.timestamp
         return (TP(record.topic, partition), record.key, record.value, timestamp, record.headers)
 
-    def _resolve_many(self, records: Sequence[ProducerRecord]) -> tuple[list[Entry], set[str]]:
+    def _resolve_many(self, records: Sequence[ProducerRecord]) -> tuple[list[Entry], set[str], list[int]]:
         """:meth:`_resolve` for a batch: one spec lookup per topic, one clock reading, and
         one ``TP`` object per partition (the hot path of every produce)."""
         specs: dict[str, TopicSpec] = {}
@@ -167,7 +167,8 @@ class InProcessBroker(ABC):
         placed = self._placement
         now: int | None = None
         entries: list[Entry] = []
-        append = entries.append
+        partitions: list[int] = []
+        append, placed_in = entries.append, partitions.append
         for record in records:
             topic = record.topic
             spec = specs.get(topic)
@@ -195,16 +196,17 @@ class InProcessBroker(ABC):
             if tp is None:
                 tp = tps[(topic, partition)] = TP(topic, partition)
             append((tp, record.key, record.value, timestamp, record.headers))
-        return entries, set(specs)
+            placed_in(partition)
+        return entries, set(specs), partitions
 
     async def append(self, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
         """Append records; returns ``(partition, offset)`` per record and wakes readers."""
         if not records:
             return []
-        entries, topics = self._resolve_many(records)
+        entries, topics, partitions = self._resolve_many(records)
         offsets = await self._append(entries)
         self.notify(topics)
-        return [(entry[0].partition, offset) for entry, offset in zip(entries, offsets, strict=True)]
+        return list(zip(partitions, offsets, strict=True))
 
     def notify(self, topics: Iterable[str]) -> None:
         """Wake consumers waiting for data on any of ``topics``."""
