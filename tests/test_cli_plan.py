@@ -136,7 +136,8 @@ def test_plan_set_other_settings():
 @pytest.mark.parametrize("setting, message", [
     ("nope=1", "examples/fraud.py: error: unknown setting 'nope'; settings are: auto_create_topics, batch_size, "
                "broker, commit_every, commit_interval, concurrency, data_dir, kafka_acks, kafka_auto_offset_reset, "
-               "kafka_client_id, kafka_heartbeat_interval_ms, kafka_linger_ms, kafka_max_batch_size, "
+               "kafka_client_id, kafka_fetch_max_wait_ms, kafka_heartbeat_interval_ms, kafka_linger_ms, "
+               "kafka_max_batch_size, "
                "kafka_replication_factor, kafka_sasl_mechanism, kafka_sasl_password, kafka_sasl_username, "
                "kafka_security_protocol, kafka_session_timeout_ms, kafka_ssl_cafile, kafka_ssl_certfile, "
                "kafka_ssl_keyfile, kafka_ssl_password, partitions, processing_guarantee\n"),

@@ -79,6 +79,7 @@ class Settings:
     kafka_max_batch_size: int | None = None
     kafka_acks: str | None = None
     kafka_replication_factor: int | None = None
+    kafka_fetch_max_wait_ms: int | None = None
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Settings":
         kinds = {f.name: f.type for f in fields(self)}

@@ -119,6 +119,7 @@ class KafkaConfig:
     acks: str = "all"
     replication_factor: int = 0  # 0: min(3, brokers in the cluster)
     request_timeout_ms: int = 30_000
+    fetch_max_wait_ms: int = 100
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
@@ -317,7 +318,7 @@ class KafkaTransport(Transport):
     async def _partition_reader(self, ktp: KTP) -> AIOKafkaConsumer:
         if self._reader is None:
             reader = AIOKafkaConsumer(**self.config.client_options(), group_id=None, enable_auto_commit=False,
-                                      fetch_max_wait_ms=100)
+                                      fetch_max_wait_ms=self.config.fetch_max_wait_ms)
             await reader.start()
             self._reader = reader
         # A fresh assignment each time: no buffered fetch or high watermark of an earlier read.
@@ -761,7 +762,7 @@ class KafkaConsumer(Consumer):
             # as the embedded transports do (aiokafka's default is round-robin).
             partition_assignment_strategy=(RangePartitionAssignor,),
             # Short fetch waits keep "read to the end" checks fresh; data still streams.
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
         )
         self.state = "started"
         self._consumer = consumer
