@@ -25,6 +25,7 @@ the worker's commits: at least once, even where the flow's own outputs are exact
 from __future__ import annotations
 
 import asyncio
+from abc import abstractmethod
 from typing import Any
 
 from ..ir import nodes as n
@@ -51,9 +52,9 @@ class AgentStep(Step):
         self.events += len(batch)
         self.pending.extend(batch)
 
+    @abstractmethod
     async def settle(self) -> list[Rec]:
         """Send the records waiting; returns what goes on to the successors."""
-        raise NotImplementedError
 
 
 class AgentCallStep(AgentStep):
