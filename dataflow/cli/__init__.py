@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +16,20 @@ from ..ir.diagnostics import Diagnostic, PipelineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="dataflow: a declarative stream processor. Describe a pipeline once; plan it; run it.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"dataflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """dataflow: a declarative stream processor. Describe a pipeline once; plan it; run it."""
 
 PIPELINE_HELP = "A .flow file, a Python file defining a Flow, or module:attribute."
 SET_HELP = "Override a pipeline setting, e.g. --set partitions=8 (repeatable)."
@@ -34,13 +49,21 @@ def _overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def read_source(path: str | Path) -> str:
+    """A source file's text for showing lines and carets: bytes that are not UTF-8 show as U+FFFD.
+
+    The loader has already reported such a file with its location; showing the line must not fail.
+    """
+    return Path(path).read_bytes().decode("utf-8", "replace")
+
+
 def render_diagnostics(diagnostics: list[Diagnostic]) -> str:
     """Diagnostics with the source line and a caret, read from the files they point at."""
     sources: dict[str, str] = {}
     for d in diagnostics:
         if d.loc.file not in sources:
             try:
-                sources[d.loc.file] = Path(d.loc.file).read_text()
+                sources[d.loc.file] = read_source(d.loc.file)
             except OSError:
                 sources[d.loc.file] = ""
     try:
@@ -107,6 +130,7 @@ def plan_command(
     """Compile a pipeline and print its execution plan."""
     from ..planner import render
 
+    format = format.lower()  # choices are case-insensitive: --format JSON is --format json
     if format not in render.FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(render.FORMATS)}", param_hint="--format")
 
@@ -151,18 +175,23 @@ def check_command(
 def fmt_command(
     file: Path = typer.Argument(..., help="A .flow file."),
     write: bool = typer.Option(False, "--write", "-w", help="Rewrite the file in place."),
-    check_only: bool = typer.Option(False, "--check", help="Exit 1 if the file is not formatted."),
+    check_only: bool = typer.Option(False, "--check", help="Exit 1 and print a diff if the file is not formatted."),
 ) -> None:
     """Print a .flow file in its canonical layout."""
     from ..lang import format_source
 
+    original = ""
+
     def body() -> str:
+        nonlocal original
         try:
-            text = file.read_text()
+            original = file.read_bytes().decode("utf-8")
         except OSError as e:
             raise UserError(f"{file}: error: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{file}: error: not UTF-8 text (byte {e.start}); .flow files are UTF-8") from None
         try:
-            return format_source(text, str(file))
+            return format_source(original, str(file))
         except Exception as e:  # noqa: BLE001 - a FlowError with diagnostics
             rendered = getattr(e, "rendered", None)
             if rendered:
@@ -173,9 +202,13 @@ def fmt_command(
             raise
 
     formatted = _guard(body)
-    original = file.read_text()
     if check_only:
         if formatted != original:
+            import difflib
+
+            diff = difflib.unified_diff(original.splitlines(keepends=True), formatted.splitlines(keepends=True),
+                                        f"{file} (as written)", f"{file} (formatted)")
+            sys.stdout.write("".join(line if line.endswith("\n") else line + "\n" for line in diff))
             _fail(f"{file}: not formatted")
         return
     if write:
@@ -228,6 +261,8 @@ def run_command(
     for _, path in options.inputs:
         if path != "-" and not Path(path).is_file():
             _fail(f"error: input file {path} does not exist")
+    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        _fail(f"error: --data-dir {data_dir} is a file; give a directory (it is created if missing)")
 
     def body():  # type: ignore[no-untyped-def]
         plan = _plan(pipeline, sets)
@@ -237,11 +272,16 @@ def run_command(
             monitor = asyncio.run(run_plan(plan, options))
         except (InputError, UnsupportedNode, TransportError, RestoreError) as e:
             raise UserError(f"error: {e}") from None
+        except OSError as e:  # the data directory or an output file: unwritable, a file, missing
+            where = f" {e.filename}" if e.filename else ""
+            raise UserError(f"error:{where}: {e.strerror or e}") from None
         return monitor, time.monotonic() - started
 
     monitor, seconds = _guard(body)
     if not quiet:
         typer.echo(summary(monitor, seconds), err=True)
+    if monitor.stopped_by == signal.SIGINT:
+        raise typer.Exit(130)  # as shells report a command stopped by Ctrl-C
 
 
 # Commands in the package's other modules register themselves on `app` when imported.

@@ -31,6 +31,7 @@ class Monitor:
         self.batches = 0
         self.batch_seconds = 0.0
         self.commit_seconds = 0.0
+        self.stopped_by: int | None = None  # the signal that stopped the run, if one did
 
     def on_received(self, topic: str, count: int) -> None:
         self.received_by_topic[topic] += count

@@ -101,7 +101,7 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
             tailers.append(tailer)
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, _stop_all, worker, tailers)
+                loop.add_signal_handler(sig, _stop_all, worker, tailers, sig)
         if options.progress:
             progress = asyncio.create_task(_progress(worker.monitor, options.stderr))
         tail_tasks = [asyncio.create_task(t.run()) for t in tailers]
@@ -129,7 +129,9 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
     return worker.monitor
 
 
-def _stop_all(worker: Worker, tailers: list["_Tailer"]) -> None:
+def _stop_all(worker: Worker, tailers: list["_Tailer"], sig: int | None = None) -> None:
+    if sig is not None:
+        worker.monitor.stopped_by = sig  # the command's exit status reports an interrupt (130 for Ctrl-C)
     worker.request_stop()
     for t in tailers:
         t.finish()

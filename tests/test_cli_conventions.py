@@ -1,0 +1,97 @@
+"""CLI conventions: --version, python -m dataflow, case-insensitive choices, fmt --check
+diffs, exit 130 on Ctrl-C, and clean errors for unreadable input and bad data directories."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dataflow import __version__
+from dataflow.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_version_flag_prints_the_package_version():
+    result = invoke("--version")
+    assert (result.exit_code, result.output) == (0, f"dataflow {__version__}\n")
+
+
+def test_python_dash_m_dataflow_is_the_command():
+    out = subprocess.run([sys.executable, "-m", "dataflow", "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (0, f"dataflow {__version__}\n", "")
+
+
+def test_format_choice_is_case_insensitive():
+    lower = invoke("plan", str(ROOT / "examples" / "fraud.flow"), "--format", "json")
+    upper = invoke("plan", str(ROOT / "examples" / "fraud.flow"), "--format", "JSON")
+    assert upper.exit_code == 0
+    assert upper.output == lower.output
+
+
+def test_fmt_check_prints_a_unified_diff(tmp_path):
+    path = tmp_path / "x.flow"
+    path.write_text("pipeline  x\ntopic a\na | to stdout\n")
+    result = invoke("fmt", "--check", str(path))
+    assert result.exit_code == 1
+    assert result.stdout == (f"--- {path} (as written)\n+++ {path} (formatted)\n@@ -1,3 +1,3 @@\n"
+                             "-pipeline  x\n+pipeline x\n topic a\n a | to stdout\n")
+    assert result.stderr == f"{path}: not formatted\n"
+
+
+def test_fmt_check_of_a_formatted_file_is_silent(tmp_path):
+    path = tmp_path / "x.flow"
+    path.write_text("pipeline x\ntopic a\na | to stdout\n")
+    result = invoke("fmt", "--check", str(path))
+    assert (result.exit_code, result.output) == (0, "")
+
+
+def test_a_flow_file_that_is_not_utf8_gets_a_located_error_not_a_traceback(tmp_path):
+    path = tmp_path / "bad.flow"
+    path.write_bytes(b"pipeline x\xff\n")
+    result = invoke("check", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == (f"{path}:1:11: error: this file is not UTF-8 text; save it as UTF-8\n"
+                             "pipeline x\ufffd\n          ^\n1 error\n")
+    fmt = invoke("fmt", str(path))
+    assert (fmt.exit_code, fmt.stderr) == (1, f"{path}: error: not UTF-8 text (byte 10); .flow files are UTF-8\n")
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    result = invoke("run", str(ROOT / "examples" / "fraud.flow"), "--data-dir", str(afile), "--until-idle", "-q")
+    assert (result.exit_code, result.stderr) == (
+        1, f"error: --data-dir {afile} is a file; give a directory (it is created if missing)\n")
+
+
+def test_a_data_dir_that_cannot_be_created_is_one_line(tmp_path):
+    result = invoke("run", str(ROOT / "examples" / "fraud.flow"), "--data-dir", "/proc/nope", "--until-idle", "-q")
+    assert (result.exit_code, result.stderr) == (1, "error: /proc/nope: No such file or directory\n")
+
+
+def test_ctrl_c_stops_a_run_cleanly_with_exit_status_130(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "dataflow", "run", str(ROOT / "examples" / "fraud.flow"),
+                             "--data-dir", str(tmp_path / "d"), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        # The run is consuming once its local log exists: interrupt it then, as a user would.
+        while not (tmp_path / "d" / "log").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err) == (130, b"")
