@@ -90,6 +90,8 @@ def load_object(ref: str, wanted: Wanted) -> Any:
     if ref.endswith(".py") or path.exists():
         if not path.is_file():
             raise PipelineNotFound(ref, "no such file")
+        if path.suffix != ".py":  # never run a data file, or /etc/passwd, as Python
+            raise PipelineNotFound(ref, f"not a pipeline file; {wanted.expected}")
         sys.path.insert(0, str(path.resolve().parent))
         try:
             namespace = runpy.run_path(str(path), run_name=f"__dataflow_{path.stem}__")

@@ -95,3 +95,25 @@ def test_ctrl_c_stops_a_run_cleanly_with_exit_status_130(tmp_path):
     finally:
         proc.kill()
     assert (proc.returncode, err) == (130, b"")
+
+
+def test_check_takes_several_files_and_reports_each(tmp_path):
+    bad = tmp_path / "bad.flow"
+    bad.write_text("pipeline b\nstream s = nowhere | to stdout\n")
+    fraud, orders = str(ROOT / "examples" / "fraud.flow"), str(ROOT / "examples" / "orders.py")
+    result = invoke("check", fraud, str(bad), orders)
+    assert result.exit_code == 1
+    assert result.stdout == f"{fraud}: ok\n{orders}: ok\n"
+    assert result.stderr.startswith(f"{bad}:2:12: error: ")
+    assert invoke("check", fraud, orders).exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["passwd", "data.jsonl"])
+def test_check_refuses_to_run_files_that_are_not_pipelines(tmp_path, name):
+    path = tmp_path / name
+    marker = tmp_path / "ran"
+    path.write_text(f"open({str(marker)!r}, 'w').close()\n")  # would leave a mark if run as Python
+    result = invoke("check", str(path))
+    assert (result.exit_code, result.stderr) == (
+        1, f"{path}: not a pipeline file; expected a .flow file, a .py file, or module:attribute\n")
+    assert not marker.exists()

@@ -155,20 +155,28 @@ def plan_command(
 
 @app.command("check")
 def check_command(
-    pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
+    pipelines: list[str] = typer.Argument(..., help=PIPELINE_HELP + " Several may be given."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
-    """Validate a pipeline and print its diagnostics (exit 1 on error)."""
+    """Validate pipelines and print their diagnostics (exit 1 if any has an error)."""
     from ..planner import check
 
-    def body() -> None:
-        flow = load(pipeline, _overrides(sets))
-        diagnostics = check(flow.topology())
-        if diagnostics:
-            raise PipelineError(diagnostics)
+    failed = 0
+    for pipeline in pipelines:
+        def body(pipeline: str = pipeline) -> None:
+            flow = load(pipeline, _overrides(sets))
+            diagnostics = check(flow.topology())
+            if diagnostics:
+                raise PipelineError(diagnostics)
 
-    _guard(body)
-    typer.echo(f"{pipeline}: ok")
+        try:
+            _guard(body)
+        except typer.Exit:
+            failed += 1  # its diagnostics are printed; go on with the next file
+            continue
+        typer.echo(f"{pipeline}: ok")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("fmt")
