@@ -117,3 +117,42 @@ def test_check_refuses_to_run_files_that_are_not_pipelines(tmp_path, name):
     assert (result.exit_code, result.stderr) == (
         1, f"{path}: not a pipeline file; expected a .flow file, a .py file, or module:attribute\n")
     assert not marker.exists()
+
+
+def _commands():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    stack = [("", group)]
+    while stack:
+        prefix, command = stack.pop()
+        for name, sub in getattr(command, "commands", {}).items():
+            stack.append((f"{prefix}{name} ", sub))
+        if not getattr(command, "commands", None):
+            yield prefix.strip(), command
+
+
+def test_each_short_flag_means_one_thing_in_every_command():
+    meaning: dict[str, set[str]] = {}
+    for _, command in _commands():
+        for param in command.params:
+            longs = [o for o in param.opts if o.startswith("--")]
+            for short in (o for o in param.opts + param.secondary_opts if len(o) == 2):
+                meaning.setdefault(short, set()).update(longs)
+    assert {short: longs for short, longs in meaning.items() if len(longs) > 1} == {}
+
+
+def test_every_command_with_a_broker_option_has_dash_b_and_reads_the_environment():
+    with_broker = {name: p for name, c in _commands() for p in c.params if "--broker" in p.opts}
+    assert sorted(with_broker) == ["ask", "query", "run", "send", "tail", "topics create", "topics describe",
+                                   "topics list"]
+    assert {name for name, p in with_broker.items() if "-b" not in p.opts} == set()
+
+
+def test_run_takes_its_broker_from_dataflow_broker(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATAFLOW_BROKER", "memory://")
+    (tmp_path / "in.jsonl").write_text('{"account_id": "a", "amount": 5000.0, "country": "NO", "ts": 0}\n')
+    result = invoke("run", str(ROOT / "examples" / "fraud.flow"), "-i", "withdrawals=in.jsonl", "--until-idle", "-q")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / ".dataflow" / "fraud" / "log").exists()  # memory://: no local log was made

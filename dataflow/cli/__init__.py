@@ -239,8 +239,10 @@ def _pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
 @app.command("run")
 def run_command(
     pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
-    broker: Optional[str] = typer.Option(None, "--broker", help="memory://, local://DIR or kafka://HOST:PORT; "
-                                         "default: the embedded local log in --data-dir."),
+    broker: Optional[str] = typer.Option(None, "--broker", "-b", envvar="DATAFLOW_BROKER",
+                                         help="memory://, local://DIR or kafka://HOST:PORT; default: "
+                                         "$DATAFLOW_BROKER, else the pipeline's, else the embedded local log in "
+                                         "--data-dir."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where the local log and state live; "
                                            "default ./.dataflow/PIPELINE."),
     inputs: Optional[list[str]] = typer.Option(None, "--input", "-i", help="TOPIC=FILE.jsonl to feed a source "

@@ -110,8 +110,9 @@ def ask_command(
     value: str = typer.Option(..., "--value", help="The value to send, as JSON."),
     key: Optional[str] = typer.Option(None, "--key", help="The key to send it with (text)."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the reply."),
-    broker: Optional[str] = typer.Option(None, "--broker", help="kafka://HOST:PORT, local://DIR or memory://; "
-                                         "default: the app's own broker."),
+    broker: Optional[str] = typer.Option(None, "--broker", "-b", envvar="DATAFLOW_BROKER",
+                                         help="kafka://HOST:PORT, local://DIR or memory://; default: "
+                                         "$DATAFLOW_BROKER, else the app's own broker."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where the embedded log lives, when the "
                                            "broker is the default local log."),
 ) -> None:

@@ -29,7 +29,8 @@ def query_command(
     key: Optional[str] = typer.Argument(None, help="Only this key (JSON, or plain text for a string)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="The run's data directory; "
                                            "default ./.dataflow/PIPELINE."),
-    broker: Optional[str] = typer.Option(None, "--broker", help="Where the changelogs are; default: the "
+    broker: Optional[str] = typer.Option(None, "--broker", "-b", envvar="DATAFLOW_BROKER",
+                                         help="Where the changelogs are; default: $DATAFLOW_BROKER, else the "
                                          "embedded local log in --data-dir."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:

@@ -85,7 +85,7 @@ async def _open(url: str | None, data_dir: str, settings: Any):  # type: ignore[
 @topics_app.command("create")
 def create_command(
     names: list[str] = typer.Argument(..., help="Topic names."),
-    partitions: int = typer.Option(1, "--partitions", "-n", min=1, help="Partitions per topic."),
+    partitions: int = typer.Option(1, "--partitions", min=1, help="Partitions per topic."),
     compacted: bool = typer.Option(False, "--compacted", help="Keep only the latest record per key (Kafka: "
                                    "cleanup.policy=compact)."),
     broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
@@ -209,7 +209,7 @@ def send_command(
                                       "its value."),
     keyed: bool = typer.Option(False, "--keyed", help='Lines are {"key": ..., "value": ...} objects.'),
     create: bool = typer.Option(False, "--create", help="Create the topic if it is missing (with --partitions)."),
-    partitions: int = typer.Option(1, "--partitions", "-n", min=1, help="Partitions for --create."),
+    partitions: int = typer.Option(1, "--partitions", min=1, help="Partitions for --create."),
     broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help=PIPELINE_OPT_HELP),
@@ -307,7 +307,7 @@ async def tail(transport: Any, topic: str, out: TextIO, *, from_beginning: bool 
 def tail_command(
     topic: str = typer.Argument(..., help="The topic to read."),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Every record, not only the last ones."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new records until Ctrl-C."),
+    follow: bool = typer.Option(False, "--follow", "-F", help="Keep printing new records until Ctrl-C."),
     lines: int = typer.Option(10, "--lines", "-n", min=0, help="Records per partition to show first."),
     broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),

@@ -37,8 +37,8 @@ def test_create_list_describe_send_and_tail(where: list[str]) -> None:
     created = cli("topics", "create", orders, audit, "--partitions", "3", *where)
     assert created.exit_code == 0, created.output
     assert created.stdout == f"created {orders} (3 partitions)\ncreated {audit} (3 partitions)\n"
-    assert cli("topics", "create", orders, "-n", "3", *where).stdout == f"exists {orders} (3 partitions)\n"
-    mismatch = cli("topics", "create", orders, "-n", "5", *where)
+    assert cli("topics", "create", orders, "--partitions", "3", *where).stdout == f"exists {orders} (3 partitions)\n"
+    mismatch = cli("topics", "create", orders, "--partitions", "5", *where)
     assert (mismatch.exit_code, mismatch.stderr) == (
         1, f"error: topic '{orders}' already exists with 3 partitions, not 5; hint: keep the partition count, "
            "or use a new topic name\n")
@@ -71,7 +71,7 @@ def test_send_keyed_lines_and_mistakes(where: list[str], tmp_path) -> None:  # t
     assert topic not in cli("topics", "list", *where).stdout  # nothing was sent, nothing created
     path = tmp_path / "in.jsonl"
     path.write_text('{"key": "k1", "value": {"n": 1}}\n{"key": null, "value": [1, 2]}\n')
-    sent = cli("send", topic, str(path), "--keyed", "--create", "-n", "2", *where)
+    sent = cli("send", topic, str(path), "--keyed", "--create", "--partitions", "2", *where)
     assert sent.exit_code == 0, sent.output
     rows = [orjson.loads(line) for line in cli("tail", topic, "--from-beginning", *where).stdout.splitlines()]
     assert sorted((r["partition"], orjson.dumps(r["key"]), orjson.dumps(r["value"])) for r in rows) == sorted(
