@@ -238,3 +238,13 @@ def test_a_pipeline_that_names_an_agent_it_cannot_load_stops_before_running(work
         'orders | call agent "pricing_nowhere:quote" | to stdout',
         "         ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~",
     ]
+
+
+def test_dead_letters_written_with_output_keep_their_reason(workdir):
+    Path("bad.jsonl").write_text('not json\n{"account": "b"}\n')
+    result = invoke("pipe.py", "-i", "payments=bad.jsonl", "-o", "cli-dead-letters=-", "--until-idle", "-q")
+    assert result.exit_code == 0
+    headers = [r["headers"] for r in lines_of(result.stdout)]
+    assert [(h["dataflow.stage"], h["dataflow.source"]) for h in headers] == [
+        ("decode", "payments[0]@0"), ("validate", "payments[0]@1")]
+    assert headers[1]["dataflow.error"] == "missing field 'amount'"

@@ -250,21 +250,10 @@ def send_command(
 # --------------------------------------------------------------------------- tail
 
 
-def _json_or_text(data: bytes | None) -> Any:
-    if data is None:
-        return None
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return data.decode("utf-8", "replace")
-
-
 def _line(m: Any) -> bytes:
-    row: dict[str, Any] = {"key": _json_or_text(m.key), "value": _json_or_text(m.value), "topic": m.topic,
-                           "partition": m.partition, "offset": m.offset, "timestamp": m.timestamp}
-    if m.headers:
-        row["headers"] = {name: value.decode("utf-8", "replace") for name, value in m.headers}
-    return orjson.dumps(row)
+    from ..runtime.runner import json_or_text, message_line
+
+    return message_line(m, json_or_text(m.value))
 
 
 async def tail(transport: Any, topic: str, out: TextIO, *, from_beginning: bool = False, follow: bool = False,

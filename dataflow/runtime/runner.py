@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import orjson
 
 from ..planner.plan import ExecutionPlan
-from ..transport.base import TP, Consumer, ProducerRecord, Transport, open_transport
+from ..transport.base import TP, Consumer, Message, ProducerRecord, Transport, open_transport
 from .codecs import get_codec
 from .monitor import Monitor
 from .worker import Worker, WorkerOptions
@@ -216,10 +216,7 @@ class _Tailer:
                 offsets: dict[TP, int] = {}
                 for tp in sorted(batches):
                     for m in batches[tp]:
-                        lines.append(orjson.dumps({
-                            "key": _loads_or_text(m.key), "value": _value(self.codec, m.value),
-                            "topic": m.topic, "partition": m.partition, "offset": m.offset,
-                            "timestamp": m.timestamp}))
+                        lines.append(message_line(m, _value(self.codec, m.value)))
                         offsets[tp] = m.offset + 1
                 out.write(b"\n".join(lines).decode() + "\n")
                 out.flush()
@@ -238,13 +235,24 @@ class _Tailer:
             self._file.close()
 
 
-def _loads_or_text(data: bytes | None) -> Any:
+def json_or_text(data: bytes | None) -> Any:
+    """Bytes shown to a person: their JSON value, else their text."""
     if data is None:
         return None
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return data.decode("utf-8", "replace")
+
+
+def message_line(m: Message, value: Any) -> bytes:
+    """One record as a JSON line: key, value, topic, partition, offset, timestamp, and its
+    headers when it has any (a dead letter's reason is in them)."""
+    row: dict[str, Any] = {"key": json_or_text(m.key), "value": value, "topic": m.topic,
+                           "partition": m.partition, "offset": m.offset, "timestamp": m.timestamp}
+    if m.headers:
+        row["headers"] = {name: data.decode("utf-8", "replace") for name, data in m.headers}
+    return orjson.dumps(row)
 
 
 def _value(codec: Any, data: bytes | None) -> Any:
