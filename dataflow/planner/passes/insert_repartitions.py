@@ -19,12 +19,14 @@ def insert_repartitions(topology: Topology) -> Topology:
     out = topology.copy()
     app = out.name
     schemas, _ = infer_schemas(out)
-    for node in list(out.nodes()):
-        if isinstance(node, n.GroupBy) and node.repartition:
-            parts = node.partitions or schemas[out.predecessors(node.name)[0]].partitions
-            _insert_after(out, node.name, n.Repartition(
-                f"{node.name}.repartition", topic=repartition_topic(app, node.name), partitions=parts,
-                reason="group_by", loc=node.loc))
+    # Partition counts come from the topology as given: once a repartition is inserted, a
+    # group_by right after another one has a predecessor the schemas above do not know.
+    group_bys = [(node, node.partitions or schemas[out.predecessors(node.name)[0]].partitions)
+                 for node in out.nodes() if isinstance(node, n.GroupBy) and node.repartition]
+    for node, parts in group_bys:
+        _insert_after(out, node.name, n.Repartition(
+            f"{node.name}.repartition", topic=repartition_topic(app, node.name), partitions=parts,
+            reason="group_by", loc=node.loc))
     for name in out.order():
         node = out.node(name)
         schemas, _ = infer_schemas(out)
