@@ -280,7 +280,7 @@ def run_command(
         started = time.monotonic()
         try:
             monitor = asyncio.run(run_plan(plan, options))
-        except (InputError, UnsupportedNode, TransportError, RestoreError) as e:
+        except (InputError, UnsupportedNode, TransportError, RestoreError, ImportError) as e:
             raise UserError(f"error: {e}") from None
         except OSError as e:  # the data directory or an output file: unwritable, a file, missing
             where = f" {e.filename}" if e.filename else ""

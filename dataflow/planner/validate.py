@@ -3,10 +3,11 @@
 Rules: unknown field and type mismatch (from type propagation), cycle,
 dangling stream, duplicate name, window without aggregation, join shape and
 co-partitioning, sink type mismatch, bad window/aggregate parameters, timers
-that never tick, and agents a pipeline cannot call.
+that never tick, and agents or Python functions a pipeline cannot load.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 from ..ir import nodes as n
@@ -30,7 +31,7 @@ def check(topology: Topology) -> list[Diagnostic]:
     """
     schemas, diagnostics = infer_schemas(topology)
     for rule in (_cycles, _dangling, _windows, _aggregates, _joins, _changes_and_sinks, _duplicate_names, _timers,
-                 _agents):
+                 _agents, _imports):
         diagnostics.extend(rule(topology, schemas))
     unique = {(str(d.loc), d.message): d for d in diagnostics}
     return sorted(unique.values(), key=lambda d: (d.loc.file, d.loc.line, d.loc.column, d.message))
@@ -255,4 +256,44 @@ def _agents(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagno
             out.append(Diagnostic(f"agent '{agent.name}' belongs to an app named like the pipeline, "
                                   f"'{topology.name}': both would consume as the group '{topology.name}'",
                                   node.loc, "rename the app or the pipeline", rule="agent"))
+    return out
+
+
+def _imports(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+    """Every Python function named by import path (a `udf`, a `reduce` reducer, a callable
+    sink) can be imported, so a typo fails `check` instead of the run.
+
+    Like `_agents`, this imports the user's modules.
+    """
+    from ..ir.expr import Expr, Udf, walk
+    from ..loader import load_callable
+
+    def named(value: object) -> list[tuple[str, object]]:
+        """(import path, location) of every function `value` names, looking through nested fields."""
+        if isinstance(value, Expr):
+            return [(e.path, e.loc) for e in walk(value) if isinstance(e, Udf)]
+        if isinstance(value, n.Aggregation):
+            return named(value.arg) + ([(value.reducer, None)] if value.reducer and value.reducer_func is None else [])
+        if isinstance(value, (tuple, list)):
+            return [found for item in value for found in named(item)]
+        if isinstance(value, n.Node):
+            return [found for f in dataclasses.fields(value) if f.compare for found in named(getattr(value, f.name))]
+        return []
+
+    out, seen = [], set()
+    for node in topology.nodes():
+        paths = named(node)
+        if isinstance(node, n.Sink) and node.sink == "callable" and node.func is None:
+            paths.append((node.target, None))
+        for path, loc in paths:
+            if (path, node.name) in seen:
+                continue
+            seen.add((path, node.name))
+            where = loc or node.loc
+            try:
+                load_callable(path, near=where.file)  # type: ignore[attr-defined]
+            except ImportError as e:
+                out.append(Diagnostic(str(e), where, 'a function is named by its import path, "package.module:function", '
+                                      "found from the working directory or the pipeline file's directory",
+                                      rule="import"))
     return out

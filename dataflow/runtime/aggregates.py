@@ -106,8 +106,9 @@ _FUNCTIONS: dict[str, tuple[Callable[[], Any], Callable[[Any, Any], Any], Callab
 }
 
 
-def _reducer(aggregation: Aggregation) -> tuple[Callable[[], Any], Callable[[Any, Any], Any], Callable[[Any], Any]]:
-    func = aggregation.reducer_func or import_callable(aggregation.reducer or "")
+def _reducer(aggregation: Aggregation, near: str | None = None,
+             ) -> tuple[Callable[[], Any], Callable[[Any, Any], Any], Callable[[Any], Any]]:
+    func = aggregation.reducer_func or import_callable(aggregation.reducer or "", near)
     initial = aggregation.initial
     if initial is None:
         # [started, acc]: the first value seeds the accumulator (so a reducer needs no identity).
@@ -120,9 +121,10 @@ def _reducer(aggregation: Aggregation) -> tuple[Callable[[], Any], Callable[[Any
 class Aggregator:
     """Folds events into the accumulators of one aggregate's output fields."""
 
-    def __init__(self, aggregations: tuple[Aggregation, ...], scope: Scope) -> None:
+    def __init__(self, aggregations: tuple[Aggregation, ...], scope: Scope, near: str | None = None) -> None:
+        """`near`: the pipeline file, beside which reducers named by import path are found too."""
         self.names = tuple(a.output for a in aggregations)
-        parts = [_reducer(a) if a.function == "reduce" else _FUNCTIONS[a.function] for a in aggregations]
+        parts = [_reducer(a, near) if a.function == "reduce" else _FUNCTIONS[a.function] for a in aggregations]
         self._inits = [p[0] for p in parts]
         self._results = [p[2] for p in parts]
         folds: list[tuple[Callable[..., Any] | None, Callable[[Any, Any], Any]]] = []

@@ -16,7 +16,6 @@ others compile to plain Python operators.
 from __future__ import annotations
 
 import ast
-import importlib
 import operator
 import types
 from typing import Any, Callable
@@ -111,7 +110,7 @@ class ExprCompiler:
         if isinstance(e, ir.Call):
             return self._builtin(e, scope)
         if isinstance(e, ir.Udf):
-            func = _import(e.path)
+            func = import_callable(e.path, e.loc.file if e.loc is not None else None)
             return self._call(self.bind(func, "udf"), [self.expr(a, scope) for a in e.args])
         if isinstance(e, ir.MakeRecord):
             return ast.Dict([ast.Constant(name) for name, _ in e.fields], [self.expr(x, scope) for _, x in e.fields])
@@ -211,25 +210,11 @@ def _meta_getter(name: str) -> Callable[[Any], Any]:
     return lambda meta: getattr(meta, name, None) if meta is not None else None
 
 
-def _import(path: str) -> Callable[..., Any]:
-    """A user function by import path; errors name the path."""
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ImportError(f"cannot import '{module_name}' for udf \"{path}\": {e}") from None
-    target: Any = module
-    for part in attr.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise ImportError(f"module '{module_name}' has no '{attr}' (udf \"{path}\")")
-    if not callable(target):
-        raise ImportError(f"udf \"{path}\" is not callable")
-    return target
+def import_callable(path: str, near: str | None = None) -> Callable[..., Any]:
+    """A user function by import path, found beside the pipeline file `near` too; errors name the path."""
+    from ..loader import load_callable
 
-
-def import_callable(path: str) -> Callable[..., Any]:
-    return _import(path)
+    return load_callable(path, near)
 
 
 def compile_function(expr: ir.Expr, scope: ir.Scope, extra_args: tuple[str, ...] = ()) -> Callable[..., Any]:

@@ -211,7 +211,7 @@ def _compile_node(node: n.Node, schema: StreamSchema, plan: ExecutionPlan, dead:
     if isinstance(node, n.Sink):
         func = node.func
         if node.sink == "callable" and func is None:
-            func = import_callable(node.target)
+            func = import_callable(node.target, node.loc.file)
         output = Output(node.sink, node.target, node.serializer, func, node=node.name)
         outputs.append(output)
         return OutputStep(node.name, output)

@@ -486,7 +486,7 @@ def compile_stateful(node: n.Node, plan: Any, dead: Dead, tables: dict[str, Tabl
         upstream = plan.schemas[topo.predecessors(node.name)[0]]
         store = plan.store(node.name)
         window = WindowSpec.of(store.window) if store.window is not None else None
-        step = AggregateStep(node, Aggregator(node.aggregations, Scope(upstream.key, upstream.value)),
+        step = AggregateStep(node, Aggregator(node.aggregations, Scope(upstream.key, upstream.value), node.loc.file),
                              tables[node.name], dead, window,
                              event_time_getter(store.window) if store.window is not None else None,
                              tables.get(window_events_store(node.name)))

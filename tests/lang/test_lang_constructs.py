@@ -72,13 +72,14 @@ def test_settings_records_and_topics() -> None:
     same(header + PEOPLE.split("\n", 1)[1] + "people | to stdout", build)
 
 
+@pytest.mark.usefixtures("examples_importable")  # the udfs are examples/mypkg/
 def test_stateless_stages_and_expressions() -> None:
     text = PEOPLE + """\
 udf risk(float, str) -> float = "mypkg.scoring:risk"
 stream adults = people
   | filter age >= 18 and not active or nickname is null and address.zip is not null
   | map { name, city: address.city, next: age + 1, ratio: score / 2 % 3 - -1, r: risk(score, name),
-          inline: udf("mypkg.x:y", name), key: _key, ts: _timestamp, tags, list: [1, 2, 3], nested: { a: 1 } }
+          inline: udf("mypkg.scoring:label", name), key: _key, ts: _timestamp, tags, list: [1, 2, 3], nested: { a: 1 } }
   | flat_map split(concat(name, " ", to_str(next)))
   | select_key lower(_value)
 adults | to stdout
@@ -91,7 +92,7 @@ adults | to stdout
         s = s.map({"name": col("name"), "city": col("address.city"), "next": col("age") + 1,
                    "ratio": col("score") / 2 % 3 - (-1), "r": udf("mypkg.scoring:risk", col("score"), col("name"),
                                                                  returns=float),
-                   "inline": udf("mypkg.x:y", col("name")), "key": key(), "ts": timestamp(), "tags": col("tags"),
+                   "inline": udf("mypkg.scoring:label", col("name")), "key": key(), "ts": timestamp(), "tags": col("tags"),
                    "list": [1, 2, 3], "nested": {"a": 1}})
         s = s.flat_map(fn.split(fn.concat(col("name"), " ", fn.to_str(col("next")))))
         s.select_key(fn.lower(value()), name="adults").print()
@@ -139,11 +140,12 @@ c | to stdout
     same(text, build)
 
 
+@pytest.mark.usefixtures("examples_importable")  # the udfs are examples/mypkg/
 def test_every_aggregation() -> None:
     text = PEOPLE + """\
 table stats = people | group_by name | aggregate {
   n: count(), total: sum(score), low: min(age), high: max(age), mean: avg(score),
-  all: collect(), names: set(name), last: latest(address), top: reduce("mypkg.red:top", score, 0)
+  all: collect(), names: set(name), last: latest(address), top: reduce("mypkg.reducers:top", score, 0)
 }
 stats | to topic out
 """
@@ -154,7 +156,7 @@ stats | to topic out
         t = people(flow).group_by("name").aggregate(
             n=agg.count(), total=agg.sum("score"), low=agg.min("age"), high=agg.max("age"), mean=agg.avg("score"),
             all=agg.collect(), names=agg.set("name"), last=agg.latest("address"),
-            top=agg.reduce("mypkg.red:top", "score", initial=0), name="stats")
+            top=agg.reduce("mypkg.reducers:top", "score", initial=0), name="stats")
         t.to("out")
         return flow
 
