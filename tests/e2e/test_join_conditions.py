@@ -112,6 +112,12 @@ async def test_stream_stream_join_with_a_condition(kind, tmp_path, how, expected
     assert run.values("ads-dead-letters") == []
 
 
+def test_the_state_docs_example_is_the_left_join_run_here(repo_root):
+    doc = (repo_root / "docs" / "state.md").read_text().split("### Join conditions", 1)[1]
+    example = doc.split("```flow\n", 1)[1].split("```", 1)[0]
+    assert example == ADS_FLOW.format(how="left")
+
+
 async def test_the_builder_version_gives_the_same_rows(tmp_path):
     run = await run_flow("memory", tmp_path, ads_builder("outer"), ads_inputs())
     assert ordered(run.pairs("out")) == ordered(MATCHED + UNMATCHED_CLICKS + UNMATCHED_IMPS)
