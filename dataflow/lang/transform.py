@@ -746,8 +746,8 @@ class FlowTransformer(ExpressionRules):
                                     "put the stream on the left: stream | join table")
                 if within is not None:
                     raise LangError("'within' is for stream-stream joins", within.loc)
-                if left_key is not None or right_key is not None:
-                    raise LangError("tables are joined on their keys; 'on' re-keys a stream", on.loc,  # type: ignore[union-attr]
+                if (left_key is not None or right_key is not None) and on is not None:
+                    raise LangError("tables are joined on their keys; 'on' re-keys a stream", on.loc,
                                     "re-key the table's input before it becomes a table; "
                                     "a condition alone is written 'on _key and CONDITION'")
                 return h.join(right, how=how, condition=condition, name=name, loc=loc)

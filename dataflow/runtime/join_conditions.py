@@ -8,8 +8,10 @@ amount does not match.
 >>> from dataflow.ir.types import Field, RecordType, STR
 >>> row = RecordType("", (Field("imp_id", STR), Field("impressions_imp_id", STR)))
 >>> same = compile_condition(Binary("==", FieldRef(("imp_id",)), FieldRef(("impressions_imp_id",))), Scope(STR, row))
->>> same("a1", {"imp_id": "i1", "impressions_imp_id": "i1"}, 0), same("a1", {"imp_id": "i1", "impressions_imp_id": "i2"}, 0)
-(True, False)
+>>> same("a1", {"imp_id": "i1", "impressions_imp_id": "i1"}, 0)
+True
+>>> same("a1", {"imp_id": "i1", "impressions_imp_id": "i2"}, 0)
+False
 """
 from __future__ import annotations
 

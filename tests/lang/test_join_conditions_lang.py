@@ -100,7 +100,8 @@ def test_key_as_a_join_key_means_no_re_key() -> None:
 def test_old_joins_keep_their_meaning() -> None:
     """Keys that were valid before (any expression up to a comparison) parse to the same plan."""
     for keys, on, right_on in [("ad_id", "ad_id", None), ("ad_id = imp_id", "ad_id", "imp_id"),
-                               ("lower(ad_id) = upper(imp_id)", None, None), ("imp_id + \"-\" = lower(imp_id)", None, None),
+                               ("lower(ad_id) = upper(imp_id)", None, None),
+                               ("imp_id + \"-\" = lower(imp_id)", None, None),
                                ("ad_id == imp_id = n > 1", None, None)]:
         flow = parse_flow(HEADER + f"stream j = clicks | join impressions within 10m on {keys}\nj | to topic out\n")
         node = next(x for x in flow.topology().nodes() if isinstance(x, n.Join))
@@ -254,3 +255,56 @@ def test_the_plan_shows_the_condition_in_text_json_and_dot() -> None:
     plain = plan(builder(on="ad_id", right_on="ad_id").topology())
     [node] = [x for a in describe(plain, locations=False)["agents"] for x in a["nodes"] if x["kind"] == "join"]
     assert "condition" not in node
+
+
+# --------------------------------------------------------------------------- old files
+OLD_JOIN_ON = 'join_on: "on" expr ("=" expr)?\n'
+OLD_KEYS = ["ad_id", "ad_id = imp_id", "lower(ad_id) = upper(imp_id)", 'imp_id + "-" = lower(imp_id)',
+            "ad_id == imp_id = n > 1", "(flag and true) = (n > 1)", "-to_int(imp_id) = n * 2"]
+
+
+def _old_parser() -> object:
+    """The grammar before join conditions, whose `on` took any expression as a key."""
+    from lark import Lark
+
+    from dataflow.lang import parser
+
+    text = parser.grammar_text()
+    start = text.index("// keys are comparisons at most")
+    end = text.index("join_condition: \"and\" expr\n") + len("join_condition: \"and\" expr\n")
+    old = Lark(text[:start] + OLD_JOIN_ON + text[end:], parser="lalr", lexer="contextual", propagate_positions=True,
+               maybe_placeholders=False, lexer_callbacks={"COMMENT": parser._keep_comment})
+    return old
+
+
+def _old_files() -> list[str]:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "language.md").read_text()
+    blocks = re.findall(r"^```flow( preamble)?\n(.*?)^```", doc, re.S | re.M)
+    preamble = next(body for marker, body in blocks if marker)
+    texts = [body if body.lstrip().startswith(("pipeline", "#")) else preamble + body
+             for marker, body in blocks if not marker and " join " in body and "and CONDITION" not in body]
+    texts = [t for t in texts if " and " not in t.split(" join ", 1)[1].split("\n", 1)[0]]
+    texts += [p.read_text() for p in sorted((root / "examples").glob("*.flow"))]
+    texts += [HEADER + f"stream j = clicks | join impressions within 10m on {keys}\nj | to topic out\n"
+              for keys in OLD_KEYS]
+    return texts
+
+
+@pytest.mark.usefixtures("examples_importable")
+def test_files_without_conditions_compile_to_the_plans_the_old_grammar_gave(monkeypatch) -> None:
+    from dataflow.lang import parser
+
+    texts = _old_files()
+    assert len(texts) > len(OLD_KEYS) + 5
+    new = [plan_json(parse_flow(t)) for t in texts]
+    monkeypatch.setattr(parser, "lark_parser", _old_parser)
+    old = [plan_json(parse_flow(t)) for t in texts]
+    assert old == new
+    # and the old grammar is really in use: it read the issue's join as a right key `ad_id and ...`
+    with pytest.raises(FlowError, match="'and' needs a bool, got str"):
+        parse_flow(HEADER + "stream j = clicks | join impressions within 10m on ad_id = ad_id and imp_id == imp_id\n"
+                            "j | to topic out\n")
