@@ -52,7 +52,7 @@ def check_condition(condition: Expr, scope: Scope, prefix: str, errors: list[Dia
                 f"unknown field '{e.path[0]}' in the joined row", where,
                 f"did you mean '{hint}'?" if hint else
                 f"the condition reads the joined row: {', '.join(row.field_names) or 'no fields'}", rule="type"))
-        elif isinstance(e, Binary) and e.op in ALWAYS and e.left == e.right:
+        elif isinstance(e, Binary) and e.op in ALWAYS and e.left == e.right and isinstance(e.left, (FieldRef, Meta)):
             errors.append(Diagnostic(
                 f"the join condition compares '{render(e.left)}' with itself, so it is always {ALWAYS[e.op]}",
                 where, _self_hint(e.left, row, prefix), rule="join"))

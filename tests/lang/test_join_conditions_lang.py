@@ -308,3 +308,28 @@ def test_files_without_conditions_compile_to_the_plans_the_old_grammar_gave(monk
     with pytest.raises(FlowError, match="'and' needs a bool, got str"):
         parse_flow(HEADER + "stream j = clicks | join impressions within 10m on ad_id = ad_id and imp_id == imp_id\n"
                             "j | to topic out\n")
+
+
+def test_the_grammar_has_no_lalr_conflicts() -> None:
+    """lark resolves a shift/reduce conflict silently as a shift (logging it): none may exist."""
+    import logging
+
+    from lark import Lark, logger
+
+    from dataflow.lang.parser import grammar_text
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        Lark(grammar_text(), parser="lalr", lexer="contextual", maybe_placeholders=False, cache=False)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert [m for m in seen if "conflict" in m.lower()] == []
