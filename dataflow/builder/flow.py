@@ -369,11 +369,17 @@ class Stream(_Handle):
         as the join would emit it. A left record that matches nothing is still emitted by
         a left or outer join, with the right fields null:
 
-        >>> from dataflow import Flow, col
+        >>> from dataflow import Flow, Record, col
+        >>> from dataflow.planner import check
+        >>> class Ad(Record):
+        ...     imp_id: str
+        ...     ad_id: str
         >>> flow = Flow("ads")
-        >>> imps, clicks = flow.source("impressions"), flow.source("clicks")
-        >>> joined = clicks.join(imps, within="10m", on="ad_id", right_on="ad_id",
-        ...                      condition=col("imp_id") == col("impressions_imp_id"), name="attributed")
+        >>> imps, clicks = flow.source("impressions", value=Ad), flow.source("clicks", value=Ad)
+        >>> clicks.join(imps, how="left", within="10m", on="ad_id", right_on="ad_id",
+        ...             condition=col("imp_id") == col("impressions_imp_id"), name="attributed").print()
+        >>> check(flow.topology())
+        []
         """
         loc = loc or caller_location()
         if how not in n.JOIN_HOWS:
@@ -461,10 +467,17 @@ class Table(_Handle):
         row. Where it is false, an inner join has no row for the key (a tombstone is sent)
         and a left join has the left row with the right fields null:
 
-        >>> from dataflow import Flow, col
+        >>> from dataflow import Flow, Record, col
+        >>> from dataflow.planner import check
+        >>> class Member(Record):
+        ...     name: str
+        ...     tier: str
         >>> flow = Flow("crm")
-        >>> customers, vips = flow.table("customers"), flow.table("vips")
-        >>> gold = customers.join(vips, how="left", condition=col("level") == "gold", name="gold")
+        >>> customers = flow.table("customers", key=str, value=Member)
+        >>> vips = flow.table("vips", key=str, value=Member)
+        >>> customers.join(vips, how="left", condition=col("tier") == col("vips_tier"), name="same_tier").to("out")
+        >>> check(flow.topology())
+        []
         """
         loc = loc or caller_location()
         if how not in n.JOIN_HOWS:

@@ -294,3 +294,25 @@ async def test_table_table_join_with_a_condition(kind, tmp_path, how):
             seen = len(run.pairs("out"))
     finally:
         await transport.stop()
+
+
+def is_gold_and_large(row: dict[str, Any]) -> bool:
+    return row["tier"] == "gold" and row["amount"] > 100
+
+
+async def test_a_python_callable_condition_gets_the_joined_row(tmp_path):
+    flow = Flow("shop", partitions=1)
+    flow.topic("orders", key=str, value=Order)
+    flow.topic("out")
+    customers = flow.table("customers", key=str, value=Customer)
+    flow.source("orders").join(customers, how="left", on="customer_id", condition=is_gold_and_large,
+                               name="rich").to("out")
+    transport = make_transport("memory", tmp_path / "data")
+    await transport.start()
+    try:
+        await run_on(transport, flow, {"customers": CUSTOMERS})
+        run = await run_on(transport, flow, {"orders": ORDERS})
+    finally:
+        await transport.stop()
+    assert run.pairs("out") == [order("o1", "c1", 250.0, "Ada", "gold"), order("o2", "c1", 20.0),
+                                order("o3", "c2", 500.0), order("o4", "c9", 900.0)]
