@@ -359,16 +359,32 @@ class Stream(_Handle):
         return self._then(lambda nm: n.ToTable(nm), "table", "table", name, loc, cls=Table)
 
     def join(self, other: "Stream | Table", *, how: str = "inner", within: Duration | None = None,
-             on: Any = None, right_on: Any = None, name: str | None = None,
+             on: Any = None, right_on: Any = None, condition: Any = None, name: str | None = None,
              loc: SourceLocation | None = None) -> "Stream":
         """Join on keys with a stream (`within` a duration) or a table (its latest value).
 
         `on`/`right_on` re-key this stream / the other stream first. Right-hand fields
         whose names clash with the left's are prefixed with the right input's name.
+        `condition` must also hold for two records to match; it reads their joined row,
+        as the join would emit it. A left record that matches nothing is still emitted by
+        a left or outer join, with the right fields null:
+
+        >>> from dataflow import Flow, Record, col
+        >>> from dataflow.planner import check
+        >>> class Ad(Record):
+        ...     imp_id: str
+        ...     ad_id: str
+        >>> flow = Flow("ads")
+        >>> imps, clicks = flow.source("impressions", value=Ad), flow.source("clicks", value=Ad)
+        >>> clicks.join(imps, how="left", within="10m", on="ad_id", right_on="ad_id",
+        ...             condition=col("imp_id") == col("impressions_imp_id"), name="attributed").print()
+        >>> check(flow.topology())
+        []
         """
         loc = loc or caller_location()
         if how not in n.JOIN_HOWS:
             raise ValueError(f"how must be one of {', '.join(n.JOIN_HOWS)}, not {how!r}")
+        cond = expr_or_callable(condition) if condition is not None else None
         # A named join names its re-keys too, so name= is always enough to resolve a clash.
         left: Stream = self.select_key(on, name=name and f"{name}.left_key", loc=loc) if on is not None else self
         right: _Handle = other
@@ -378,7 +394,7 @@ class Stream(_Handle):
             right = other.select_key(right_on, name=name and f"{name}.right_key", loc=loc)
         within_ms = parse_duration(within) if within is not None else None
         prefix = other.anchor.replace(".", "_")
-        return left._then(lambda nm: n.Join(nm, how=how, within_ms=within_ms, right_prefix=prefix),
+        return left._then(lambda nm: n.Join(nm, how=how, within_ms=within_ms, right_prefix=prefix, condition=cond),
                           f"join_{prefix}", "join", name, loc, cls=Stream,
                           extra_inputs=[right._edge("right")], side="left")
 
@@ -443,15 +459,33 @@ class Table(_Handle):
         """The stream of this table's updates."""
         return self._then(lambda nm: n.Changes(nm), "changes", "changes", name, loc, cls=Stream)
 
-    def join(self, other: "Table", *, how: str = "inner", name: str | None = None,
+    def join(self, other: "Table", *, how: str = "inner", condition: Any = None, name: str | None = None,
              loc: SourceLocation | None = None) -> "Table":
-        """Table-table join on keys; re-emits whenever either side changes."""
+        """Table-table join on keys; re-emits whenever either side changes.
+
+        `condition` must also hold for the two rows of a key to match; it reads their joined
+        row. Where it is false, an inner join has no row for the key (a tombstone is sent)
+        and a left join has the left row with the right fields null:
+
+        >>> from dataflow import Flow, Record, col
+        >>> from dataflow.planner import check
+        >>> class Member(Record):
+        ...     name: str
+        ...     tier: str
+        >>> flow = Flow("crm")
+        >>> customers = flow.table("customers", key=str, value=Member)
+        >>> vips = flow.table("vips", key=str, value=Member)
+        >>> customers.join(vips, how="left", condition=col("tier") == col("vips_tier"), name="same_tier").to("out")
+        >>> check(flow.topology())
+        []
+        """
         loc = loc or caller_location()
         if how not in n.JOIN_HOWS:
             raise ValueError(f"how must be one of {', '.join(n.JOIN_HOWS)}, not {how!r}")
+        cond = expr_or_callable(condition) if condition is not None else None
         prefix = other.anchor.replace(".", "_")
-        return self._then(lambda nm: n.Join(nm, how=how, right_prefix=prefix), f"join_{prefix}", "join", name,
-                          loc, cls=Table, extra_inputs=[other._edge("right")], side="left")
+        return self._then(lambda nm: n.Join(nm, how=how, right_prefix=prefix, condition=cond), f"join_{prefix}",
+                          "join", name, loc, cls=Table, extra_inputs=[other._edge("right")], side="left")
 
     def to(self, topic: str, **kwargs: Any) -> None:
         """Send every change of the table to `topic`."""

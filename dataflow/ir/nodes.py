@@ -245,11 +245,14 @@ class Join(Node):
 
     Stream-stream joins need `within_ms`; stream-table looks up the table's
     latest value; table-table re-emits on a change of either side.
+    `condition`, when given, must also hold for a pair to match; it reads the
+    joined row of the pair (see `ir.schema.join_pair_value`).
     """
 
     how: str = "inner"
     within_ms: int | None = None
     right_prefix: str = ""  # prefix for right-hand fields whose names clash with the left's
+    condition: Expr | None = None
     kind: ClassVar[str] = "join"
     arity: ClassVar[int] = 2
 

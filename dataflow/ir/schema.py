@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from . import nodes as n
 from .diagnostics import Diagnostic
 from .expr import ExprTypeError, Scope, infer
+from .join_condition import check_condition
 from .location import SourceLocation
 from .topology import Topology
 from .types import (ANY, BOOL, FLOAT, INT, NULL, TIMESTAMP, Field, ListType, OptionalType, RecordType, Type,
@@ -246,6 +247,9 @@ def _join_schema(node: n.Join, sides: dict[str, StreamSchema], errors: list[Diag
                                  "re-key one side with on=/right_on= so both keys have one type", rule="join"))
         key = ANY
     value = join_value(left.value, right.value, node.how, node.right_prefix)
+    if node.condition is not None:
+        check_condition(node.condition, Scope(key, join_pair_value(left.value, right.value, node.right_prefix)),
+                        node.right_prefix, errors, node.loc)
     shape = TABLE if left.is_table and right.is_table else STREAM
     return StreamSchema(key, value, shape, left.partitions, left.partitioned_by, left.keyed and right.keyed)
 
@@ -263,6 +267,11 @@ def join_value(left: Type, right: Type, how: str, prefix: str) -> Type:
         return RecordType("", tuple(fields))
     return RecordType("", (Field("left", optional(left) if lopt else left),
                            Field("right", optional(right) if ropt else right)))
+
+
+def join_pair_value(left: Type, right: Type, prefix: str) -> Type:
+    """What a join condition reads: the joined row of a pair, where both sides are present."""
+    return join_value(left, right, "inner", prefix)
 
 
 def _replace(s: StreamSchema, **changes) -> StreamSchema:  # type: ignore[no-untyped-def]

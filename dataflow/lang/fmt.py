@@ -265,8 +265,10 @@ class _Formatter:
         if kind in ("event_time_option", "window_on"):
             return f"{words[kind]} {self.expr(value)}"
         if kind == "join_on":
-            keys = [self.expr(k) for k in node.children]
-            return "on " + " = ".join(keys)
+            # keys are comparisons at most (the first `and` starts the condition): parenthesize looser ones
+            keys = [self._wrap(k, 4) for k in node.children if not _is(k, "join_condition")]
+            condition = [f" and {self.expr(c.children[0])}" for c in node.children if _is(c, "join_condition")]
+            return "on " + " = ".join(keys) + "".join(condition)
         return f"{words[kind]} {value.value}"  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ pipes
@@ -460,6 +462,10 @@ class _Formatter:
             if _NAME.match(inner):
                 return inner
         return str(token.value)
+
+
+def _is(node: Any, rule: str) -> bool:
+    return isinstance(node, Tree) and node.data == rule
 
 
 def _ordered(options: list[Any]) -> list[Any]:

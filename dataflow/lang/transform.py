@@ -734,6 +734,9 @@ class FlowTransformer(ExpressionRules):
             _once(options, option)
         within = options.get("within")
         on = options.get("on")
+        # `_key` as a join key is the key the records already have: no re-key
+        left_key, right_key, condition = on.value if on is not None else (None, None, None)
+        left_key, right_key = (None if _is_key(k) else k for k in (left_key, right_key))
 
         def apply(h: Any, name: str | None) -> Any:
             right = self._handle(other)
@@ -743,18 +746,18 @@ class FlowTransformer(ExpressionRules):
                                     "put the stream on the left: stream | join table")
                 if within is not None:
                     raise LangError("'within' is for stream-stream joins", within.loc)
-                if on is not None:
+                if (left_key is not None or right_key is not None) and on is not None:
                     raise LangError("tables are joined on their keys; 'on' re-keys a stream", on.loc,
-                                    "re-key the table's input before it becomes a table")
-                return h.join(right, how=how, name=name, loc=loc)
+                                    "re-key the table's input before it becomes a table; "
+                                    "a condition alone is written 'on _key and CONDITION'")
+                return h.join(right, how=how, condition=condition, name=name, loc=loc)
             if within is not None and isinstance(right, Table):
                 raise LangError("'within' is for stream-stream joins; a table joins its latest value", within.loc)
-            left_key, right_key = on.value if on is not None else (None, None)
             if right_key is not None and isinstance(right, Table):
                 raise LangError("a table is joined on its own key; only a stream can be re-keyed with '= key'",
                                 on.loc)  # type: ignore[union-attr]
             return h.join(right, how=how, within=format_duration(within.value) if within else None,
-                          on=left_key, right_on=right_key, name=name, loc=loc)
+                          on=left_key, right_on=right_key, condition=condition, name=name, loc=loc)
 
         return Step(f"{how} join" if how != "inner" else "join", loc, apply, needs="any")
 
@@ -764,14 +767,19 @@ class FlowTransformer(ExpressionRules):
     def join_within(self, meta: Any, children: list[Token]) -> Option:
         return Option("within", parse_duration(children[0].value), self._loc(meta))
 
-    def join_on(self, meta: Any, children: list[ir.Expr]) -> Option:
+    def join_on(self, meta: Any, children: list[Any]) -> Option:
         loc = self._loc(meta)
+        condition = children.pop().value if isinstance(children[-1], Option) else None
         left = children[0]
         right = children[1] if len(children) > 1 else None
         if isinstance(left, ir.Binary) and left.op == "==" and right is None:
             raise LangError("join keys are written 'on left_key = right_key', not with '=='", loc,
-                            f"on {ir.render(left.left)} = {ir.render(left.right)}")
-        return Option("on", (left, right), loc)
+                            f"on {ir.render(left.left)} = {ir.render(left.right)}"
+                            + (f" and {ir.render(condition)}" if condition is not None else ""))
+        return Option("on", (left, right, condition), loc)
+
+    def join_condition(self, meta: Any, children: list[ir.Expr]) -> Option:
+        return Option("condition", children[0], self._loc(meta))
 
     def merge_stage(self, meta: Any, children: list[Ref]) -> Step:
         loc = self._loc(meta)
@@ -887,6 +895,10 @@ class FlowTransformer(ExpressionRules):
 
 
 # ====================================================================== helpers
+
+
+def _is_key(e: ir.Expr | None) -> bool:
+    return isinstance(e, ir.Meta) and e.name == "key"
 
 
 def _once(options: dict[str, Option], option: Option) -> None:

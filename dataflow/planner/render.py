@@ -65,6 +65,8 @@ def describe_node(node: n.Node) -> dict[str, Any]:
         d["emit"] = node.emit
     elif isinstance(node, n.Join):
         d.update(how=node.how, within=format_duration(node.within_ms) if node.within_ms is not None else None)
+        if node.condition is not None:  # only when set, so plans of joins without one read as before
+            d["condition"] = render_expr(node.condition)
     elif isinstance(node, n.Sink):
         d.update(sink=node.sink, target=node.target, serializer=node.serializer)
     elif isinstance(node, n.Fused):
@@ -247,7 +249,8 @@ def _detail(node: dict[str, Any], topics: dict[str, Any]) -> str:
         aggs = ", ".join(f"{a['output']}: {a['function']}" for a in node["aggregations"])
         return f"{aggs}; emit {node['emit']}"
     if kind == "join":
-        return node["how"] + (f", within {node['within']}" if node["within"] else "")
+        return (node["how"] + (f", within {node['within']}" if node["within"] else "")
+                + (f", condition: {node['condition']}" if node.get("condition") else ""))
     if kind == "sink":
         return f"{node['sink']}: {node['target']}" if node["sink"] != "stdout" else "stdout"
     if kind == "fused":

@@ -168,6 +168,11 @@ def _joins(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnos
         if not stream_stream and node.within_ms is not None:
             out.append(Diagnostic("within applies only to joins of two streams", node.loc,
                                   "a table join looks up the latest value; drop within", rule="join"))
+        if left.is_table and right.is_table and node.how == "outer" and node.condition is not None:
+            out.append(Diagnostic(
+                "an outer join of two tables cannot take a condition: where it is false, both sides' rows "
+                "would need the one key", node.loc,
+                "use a left join (the right side's fields are null where the condition is false)", rule="join"))
         if left.is_table and right.is_table and left.partitions != right.partitions:
             out.append(Diagnostic(
                 f"tables '{_input(topology, node, 'left')}' ({left.partitions} partitions) and "

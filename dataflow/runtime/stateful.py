@@ -295,16 +295,22 @@ class JoinStep(StatefulStep):
       without a partner (left: left records; outer: both sides) are emitted once the
       *watermark* -- the lower of the two sides' stream times -- has passed
       ``time + within``. A record older than the watermark is late and dropped.
+
+    A ``condition`` (``k, joined row, ts, meta -> bool``) is tested per candidate pair:
+    a pair it rejects is no match, so left/outer joins emit the record unmatched, and a
+    table-table key whose rows it rejects has no inner row (a tombstone is sent).
+    An error in it dead-letters the record being joined, with nothing emitted for it.
     """
 
     def __init__(self, node: n.Join, shapes: dict[str, bool], types: dict[str, Any], dead: Dead,
-                 tables: dict[str, Table | None]) -> None:
+                 tables: dict[str, Table | None], condition: Callable[..., Any] | None = None) -> None:
         super().__init__(node.name)
         self.node = node
         self.dead = dead
         self.is_table = shapes  # side -> is the input a table
         self.tables = tables  # side -> the input's table (tables), or the join-window store
         self.merge = _merger(types["left"], types["right"], node.right_prefix)
+        self.condition = condition
         self.sides = {side: JoinSide(self, side) for side in ("left", "right")}
         self._heaps: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
         self._touched: set[int] = set()
@@ -331,7 +337,7 @@ class JoinStep(StatefulStep):
         table = self.tables[other]
         assert table is not None
         inner = self.node.how == "inner"
-        dumps = orjson.dumps
+        dumps, condition = orjson.dumps, self.condition
         for rec in batch:
             k, v, ts, meta = rec
             try:
@@ -339,10 +345,14 @@ class JoinStep(StatefulStep):
                 if stored is ABSENT:
                     if inner:
                         continue
-                    theirs = None
+                    row = self._row(side, v, None)
                 else:
-                    theirs = table.present(k, stored)
-                out.append((k, self._row(side, v, theirs), ts, meta))
+                    row = self._row(side, v, table.present(k, stored))
+                    if condition is not None and not condition(k, row, ts, meta):
+                        if inner:
+                            continue
+                        row = self._row(side, v, None)  # no match: as if the table had no row
+                out.append((k, row, ts, meta))
             except Exception as e:  # noqa: BLE001
                 self.dead(rec, e, self.name)
 
@@ -350,18 +360,26 @@ class JoinStep(StatefulStep):
         other = "right" if side == "left" else "left"
         table = self.tables[other]
         assert table is not None
-        how, dumps = self.node.how, orjson.dumps
+        how, dumps, condition = self.node.how, orjson.dumps, self.condition
         for rec in batch:
             k, v, ts, meta = rec
             try:
                 stored = table.partition(meta.partition).get(dumps(k))
                 theirs = None if stored is ABSENT else table.present(k, stored)
                 left, right = (v, theirs) if side == "left" else (theirs, v)
+                rejected = False
+                if condition is not None and left is not None and right is not None:
+                    row = self.merge(left, right)
+                    # A rejected pair is as if the right row were absent (outer joins refuse conditions).
+                    # The row may have existed before this change, so its end is always sent.
+                    rejected = not condition(k, row, ts, meta)
+                    if rejected:
+                        right = None
                 exists = (left is not None and right is not None) if how == "inner" else \
                     left is not None if how == "left" else (left is not None or right is not None)
                 if exists:
                     out.append((k, self.merge(left, right), ts, meta))
-                elif v is None:
+                elif v is None or rejected:
                     out.append((k, None, ts, meta))
             except Exception as e:  # noqa: BLE001
                 self.dead(rec, e, self.name)
@@ -370,7 +388,7 @@ class JoinStep(StatefulStep):
         other = "right" if side == "left" else "left"
         mine_t, theirs_t = self.tables[side], self.tables[other]
         assert mine_t is not None and theirs_t is not None
-        within, dumps = self.node.within_ms or 0, orjson.dumps
+        within, dumps, condition = self.node.within_ms or 0, orjson.dumps, self.condition
         for rec in batch:
             k, v, ts, meta = rec
             try:
@@ -385,10 +403,13 @@ class JoinStep(StatefulStep):
                 entry = [ts, meta.offset, v, False]
                 partners = theirs.get(key)
                 if partners is not ABSENT:
-                    for partner in partners:
-                        if abs(partner[0] - ts) <= within:
-                            out.append((k, self._row(side, v, partner[2]), max(ts, partner[0]), meta))
-                            partner[3] = entry[3] = True
+                    if condition is None:
+                        for partner in partners:
+                            if abs(partner[0] - ts) <= within:
+                                out.append((k, self._row(side, v, partner[2]), max(ts, partner[0]), meta))
+                                partner[3] = entry[3] = True
+                    else:
+                        self._matches(side, k, v, ts, meta, entry, partners, out)
                     theirs.put(key, partners)
                 entries = mine.get(key)
                 entries = [] if entries is ABSENT else entries
@@ -398,6 +419,27 @@ class JoinStep(StatefulStep):
                 self._touched.add(p)
             except Exception as e:  # noqa: BLE001
                 self.dead(rec, e, self.name)
+
+    def _matches(self, side: str, k: Any, v: Any, ts: int, meta: Message, entry: list[Any], partners: list[Any],
+                 out: list[Rec]) -> None:
+        """Join a record with the partners in time for which the condition holds.
+
+        Only a pair the condition accepts marks either record matched, so a record no
+        partner accepts is emitted unmatched by left/outer joins when it closes. The rows
+        are collected first: if the condition fails on one pair, nothing is emitted or
+        marked for this record, which the caller dead-letters.
+        """
+        within, condition = self.node.within_ms or 0, self.condition
+        assert condition is not None
+        found = []
+        for partner in partners:
+            if abs(partner[0] - ts) <= within:
+                row, at = self._row(side, v, partner[2]), max(ts, partner[0])
+                if condition(k, row, at, meta):
+                    found.append((partner, (k, row, at, meta)))
+        for partner, joined in found:
+            out.append(joined)
+            partner[3] = entry[3] = True
 
     def tick(self) -> None:
         touched, self._touched = self._touched, set()
@@ -476,6 +518,8 @@ def _merger(left: Any, right: Any, prefix: str) -> Callable[[Any, Any], Any]:
 def compile_stateful(node: n.Node, plan: Any, dead: Dead, tables: dict[str, Table]) -> StatefulStep:
     """The step of a stateful node, wired to its tables (see `runtime.state.make_tables`)."""
     from ..ir.expr import Scope
+    from ..ir.schema import join_pair_value
+    from .join_conditions import compile_condition
     from ..planner.naming import join_store, window_events_store
     from .engine import UnsupportedNode
 
@@ -500,7 +544,11 @@ def compile_stateful(node: n.Node, plan: Any, dead: Dead, tables: dict[str, Tabl
             sides: dict[str, Table | None] = {side: tables[join_store(node.name, side)] for side in sources}
         else:
             sides = {side: tables[_table_owner(plan, src)] if shapes[side] else None for side, src in sources.items()}
-        return JoinStep(node, shapes, types, dead, sides)
+        condition = None
+        if node.condition is not None:
+            pair = join_pair_value(types["left"], types["right"], node.right_prefix)
+            condition = compile_condition(node.condition, Scope(plan.schemas[node.name].key, pair))
+        return JoinStep(node, shapes, types, dead, sides, condition)
     raise UnsupportedNode(f"{node.loc}: no runtime step for '{node.name}' ({node.kind})")
 
 

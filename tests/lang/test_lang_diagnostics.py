@@ -113,8 +113,9 @@ withdrawals | filter (amount > 1
 
 
 def test_single_equals_gets_a_hint() -> None:
+    # `and`/`or` are listed since join keys stop at a comparison (so '=' no longer follows any expression)
     assert report("withdrawals | filter amount = 1 | to topic alerts").splitlines()[0] == (
-        "fraud.flow:11:29: error: unexpected '='; expected a new declaration or '|'; compare with '=='")
+        "fraud.flow:11:29: error: unexpected '='; expected a new declaration, '|', 'and' or 'or'; compare with '=='")
 
 
 def test_settings_are_checked_one_by_one() -> None:
