@@ -62,9 +62,6 @@ class EventTimeGuard:
             raise ValueError(self.reason(ts))
         return ts
 
-    def in_range(self, ts: int, high_ms: int) -> bool:
-        return self.low_ms <= ts <= high_ms
-
     def reason(self, ts: int) -> str:
         """Why `ts` is refused (it is out of range)."""
         if ts < self.low_ms:
