@@ -96,3 +96,29 @@ def test_values_that_are_no_timestamp_say_why(value: object, reason: str) -> Non
     with pytest.raises(ValueError) as e:
         to_epoch_ms(value, "s")
     assert str(e.value) == reason
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({}, ("1970-01-01T00:00:00Z", 86_400.0)),
+    ({"max_future_skew": "1h"}, ("1970-01-01T00:00:00Z", 3_600.0)),
+    ({"max_future_skew": "90"}, ("1970-01-01T00:00:00Z", 90.0)),
+    ({"min_event_time": "2020-01-01T00:00:00Z", "max_future_skew": 0}, ("2020-01-01T00:00:00Z", 0)),
+])
+def test_the_guard_settings(overrides: dict[str, object], expected: tuple[str, float]) -> None:
+    from dataflow.ir.settings import Settings
+
+    s = Settings().with_overrides(overrides)
+    assert (s.min_event_time, s.max_future_skew) == expected
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"min_event_time": "last year"}, "min_event_time must be ISO-8601 text such as 1970-01-01T00:00:00Z, not 'last year'"),
+    ({"max_future_skew": "soon"}, "setting 'max_future_skew' must be a number of seconds or a duration, not 'soon'"),
+    ({"max_future_skew": -1}, "max_future_skew must be a duration >= 0 (seconds, or e.g. 1d)"),
+])
+def test_bad_guard_settings_say_what_is_expected(overrides: dict[str, object], message: str) -> None:
+    from dataflow.ir.settings import Settings
+
+    with pytest.raises(ValueError) as e:
+        Settings().with_overrides(overrides)
+    assert str(e.value) == message
