@@ -18,7 +18,7 @@ class Withdrawal(Record):
 
 flow = Flow("fraud")
 
-withdrawals = flow.source("withdrawals", key=str, value=Withdrawal, timestamp="ts")
+withdrawals = flow.source("withdrawals", value=Withdrawal, timestamp="ts")  # keyless data: no key type
 large = withdrawals.filter(col("amount") > 1000, name="large")
 per_account = (
     large.group_by("account_id")

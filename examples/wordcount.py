@@ -7,7 +7,7 @@ from dataflow import Flow, fn, value
 
 flow = Flow("wordcount")
 
-lines = flow.source("lines", key=str, value=str)
+lines = flow.source("lines", value=str)
 words = lines.flat_map(fn.split(fn.lower(value())), name="words")
 counts = words.group_by(value(), name="by_word").count(name="counts")
 counts.changes().to("word-counts")

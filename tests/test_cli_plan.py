@@ -140,7 +140,8 @@ def test_plan_set_other_settings():
                "kafka_max_batch_size, "
                "kafka_replication_factor, kafka_sasl_mechanism, kafka_sasl_password, kafka_sasl_username, "
                "kafka_security_protocol, kafka_session_timeout_ms, kafka_ssl_cafile, kafka_ssl_certfile, "
-               "kafka_ssl_keyfile, kafka_ssl_password, partitions, processing_guarantee\n"),
+               "kafka_ssl_keyfile, kafka_ssl_password, max_future_skew, min_event_time, partitions, "
+               "processing_guarantee\n"),
     ("partitions=0", "examples/fraud.py: error: partitions must be a positive whole number\n"),
     ("partitions=x", "examples/fraud.py: error: setting 'partitions' must be a whole number, not 'x'\n"),
     ("processing_guarantee=maybe", "examples/fraud.py: error: processing_guarantee must be one of at_least_once, "

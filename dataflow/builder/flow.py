@@ -304,6 +304,33 @@ class Stream(_Handle):
         return self._then(lambda nm: n.CallAgent(nm, target=ref, value_type=value_type, agent=obj),
                           f"call_{_agent_label(ref)}", "call_agent", name, loc)
 
+    def event_time(self, time: Any, *, name: str | None = None, loc: SourceLocation | None = None) -> "Stream":
+        """Set each record's event time from a field name, an expression or a callable of the value:
+        a timestamp (any declared unit, ISO-8601 text, a datetime) or an int of epoch ms.
+
+        Every later window and join uses it, and records written to topics carry it as their
+        timestamp. A record whose time is null, unusable or outside the plausible range
+        (`min_event_time`, `max_future_skew`) goes to the dead-letter topic with the reason.
+
+        >>> from dataflow import Flow, col, fn
+        >>> flow = Flow("ads")
+        >>> flow.source("clicks").event_time(fn.parse_time(col("at"))).to("timed")
+        >>> [n.kind for n in flow.topology().nodes()]
+        ['source', 'event_time', 'sink']
+        """
+        expr = key_expr(time)
+        return self._then(lambda nm: n.EventTime(nm, expr=expr), f"event_time_{label(expr)}", "event_time",
+                          name, loc)
+
+    def _with_topic_time(self, topic: str, loc: SourceLocation | None) -> "Stream":
+        """This stream, with its event time taken from the field a declared topic names as its
+        `event_time`: what is written there carries the time a reader of the topic would use."""
+        decl = self.flow.declared_topic(topic)
+        if decl is None or not decl.timestamp_field:
+            return self
+        from .expressions import col
+        return self.event_time(col(decl.timestamp_field), loc=loc or caller_location())
+
     # ---------------------------------------------------------------- keys and topics
     def group_by(self, key: Any, *, name: str | None = None, partitions: int | None = None,
                  loc: SourceLocation | None = None) -> "Stream":
@@ -320,8 +347,10 @@ class Stream(_Handle):
 
     def through(self, topic: str, *, name: str | None = None, partitions: int | None = None,
                 serializer: str = "json", loc: SourceLocation | None = None) -> "Stream":
-        """Write to `topic` and continue reading from it."""
-        return self._then(lambda nm: n.Through(nm, topic=topic, partitions=partitions, serializer=serializer),
+        """Write to `topic` and continue reading from it. When `topic` is declared with an
+        event-time field (`flow.topic(..., timestamp="ts")`), records go through with that time."""
+        loc = loc or caller_location()
+        return self._with_topic_time(topic, loc)._then(lambda nm: n.Through(nm, topic=topic, partitions=partitions, serializer=serializer),
                           f"through_{topic}", "through", name, loc)
 
     # ---------------------------------------------------------------- state
@@ -401,13 +430,16 @@ class Stream(_Handle):
     # ---------------------------------------------------------------- sinks
     def to(self, topic: str, *, name: str | None = None, serializer: str | None = None, value: Any = None,
            partitions: int | None = None, loc: SourceLocation | None = None) -> None:
-        """Send every event to `topic`."""
+        """Send every event to `topic`. When `topic` is declared with an event-time field
+        (`flow.topic(..., timestamp="ts")`), each record is written with that time."""
+        loc = loc or caller_location()
         decl = self.flow.declared_topic(topic)
         vtype = from_python(value) if value is not None else (decl.value_type if decl and decl.value_type != ANY else None)
         ser = serializer or (decl.serializer if decl else "json")
         parts = partitions if partitions is not None else (decl.partitions if decl else None)
-        self._then(lambda nm: n.Sink(nm, sink="topic", target=topic, serializer=ser, value_type=vtype,
-                                     partitions=parts), f"to_{topic}", "sink", name, loc)
+        self._with_topic_time(topic, loc)._then(
+            lambda nm: n.Sink(nm, sink="topic", target=topic, serializer=ser, value_type=vtype, partitions=parts),
+            f"to_{topic}", "sink", name, loc)
 
     def print(self, *, name: str | None = None, loc: SourceLocation | None = None) -> None:
         """Write every event to standard output as a JSON line."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
+from .timestamps import parse_iso, to_epoch_ms
 from .types import (ANY, BOOL, FLOAT, INT, NULL, STR, TIMESTAMP, ListType, OptionalType, Type,
                     is_assignable, is_numeric, strip_optional, unify)
 
@@ -98,19 +99,14 @@ def _if_type(args: list[Type]) -> Type:
 def _to_ms(ts: Any) -> int:
     if isinstance(ts, (int, float)):
         return int(ts)
-    if isinstance(ts, str):
-        return parse_time(ts)
-    if isinstance(ts, datetime):
-        return int(ts.timestamp() * 1000)
+    if isinstance(ts, (str, datetime)):
+        return to_epoch_ms(ts)
     raise TypeError(f"not a timestamp: {ts!r}")
 
 
 def parse_time(text: str) -> int:
     """Epoch milliseconds from an ISO-8601 string (UTC when no zone is given)."""
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1000)
+    return parse_iso(text)
 
 
 def _utc(ts: Any) -> datetime:
@@ -231,6 +227,6 @@ def suggest(name: str, candidates: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
-def to_timestamp_ms(value: Any) -> int:
-    """Epoch milliseconds from an int, a float, ISO text or a datetime."""
-    return _to_ms(value)
+def to_timestamp_ms(value: Any, unit: str = "ms") -> int:
+    """Epoch milliseconds from a number in `unit`, ISO text or a datetime (see `ir.timestamps`)."""
+    return to_epoch_ms(value, unit)

@@ -110,6 +110,19 @@ class FlatMap(Node):
 
 
 @dataclass(frozen=True)
+class EventTime(Node):
+    """Set each record's event time (its timestamp) to `expr`: a timestamp or an int of epoch ms.
+
+    Every later window and join uses it, and it is the record timestamp written to topics.
+    A record whose time is null, unusable or implausible is dead-lettered with the reason.
+    """
+
+    expr: Expr
+    kind: ClassVar[str] = "event_time"
+    stateless: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
 class Echo(Node):
     """Forward every event to extra topics as it passes (Faust's `Stream.echo`)."""
 

@@ -130,6 +130,10 @@ def _infer_node(topology: Topology, node: n.Node, inputs: list[StreamSchema], de
         return _replace(first, value=ANY)
     if isinstance(node, n.Echo):
         return first
+    if isinstance(node, n.EventTime):
+        t = _check(node.expr, scope, errors, node.loc)
+        time_type_error(t, "the event time", getattr(node.expr, "loc", None) or node.loc, errors)
+        return first
     if isinstance(node, n.CallAgent):
         return _replace(first, value=node.value_type)  # the key, and so the partitioning, stays
     if isinstance(node, n.Branch):
@@ -223,9 +227,20 @@ def _time_field(value: Type, path: tuple[str, ...], node: n.Node, errors: list[D
     from .expr import FieldRef
 
     t = _check(FieldRef(path, loc=node.loc), Scope(ANY, value), errors, node.loc)
-    if strip_optional(t) not in (TIMESTAMP, INT, FLOAT, ANY):
-        errors.append(Diagnostic(f"the event-time field '{'.'.join(path)}' must be a timestamp, got {t}",
-                                 node.loc, rule="type"))
+    time_type_error(t, f"the event-time field '{'.'.join(path)}'", node.loc, errors)
+
+
+def time_type_error(t: Type, what: str, loc: SourceLocation, errors: list[Diagnostic]) -> None:
+    """Event time is a timestamp or an int of epoch ms. A float is refused: it is almost
+    always epoch seconds, and read as milliseconds it would put every event near 1970."""
+    bare = strip_optional(t)
+    if bare == FLOAT:
+        errors.append(Diagnostic(f"{what} is a float; event time must be a timestamp or an int of epoch ms",
+                                 loc, "if it holds epoch seconds (e.g. 1700000000.123), declare the field "
+                                 "timestamp(s)", rule="type"))
+    elif bare not in (TIMESTAMP, INT, ANY):
+        errors.append(Diagnostic(f"{what} must be a timestamp, got {t}", loc,
+                                 "declare it timestamp (epoch ms), timestamp(s) or an int of epoch ms", rule="type"))
 
 
 def _mismatch_hint(value: Type, target: Type) -> str:

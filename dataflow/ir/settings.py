@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .durations import parse_duration
+from .timestamps import parse_iso
+
 GUARANTEES = ("at_least_once", "exactly_once")
 KAFKA_CHOICES = {
     "kafka_security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
@@ -80,6 +83,11 @@ class Settings:
     kafka_acks: str | None = None
     kafka_replication_factor: int | None = None
     kafka_fetch_max_wait_ms: int | None = None
+    # Event-time guards (docs/state.md, "Event time"): a record whose event time is before
+    # min_event_time (ISO-8601), or more than max_future_skew (seconds) after the wall clock,
+    # goes to the dead-letter topic and never moves stream time.
+    min_event_time: str = "1970-01-01T00:00:00Z"
+    max_future_skew: float = 86_400.0
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Settings":
         kinds = {f.name: f.type for f in fields(self)}
@@ -105,6 +113,12 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
         return value if value is None or isinstance(value, Secret) else Secret(str(value))
     if value is None or not isinstance(value, str):
         out = value
+    elif text.startswith("float") and value.strip()[-1:].isalpha():
+        # a duration such as 1d or 500ms, in the seconds float settings hold (--set max_future_skew=1h)
+        try:
+            out = parse_duration(value.strip()) / 1000
+        except ValueError:
+            raise ValueError(f"setting '{key}' must be a number of seconds or a duration, not {value!r}") from None
     elif text.startswith(("int", "float")):
         number = int if text.startswith("int") else float
         try:
@@ -118,6 +132,14 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
         out = value
     if key == "processing_guarantee" and out not in GUARANTEES:
         raise ValueError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}, not {out!r}")
+    if key == "min_event_time":
+        try:
+            parse_iso(str(out))
+        except ValueError:
+            raise ValueError(f"min_event_time must be ISO-8601 text such as 1970-01-01T00:00:00Z, "
+                             f"not {out!r}") from None
+    if key == "max_future_skew" and (isinstance(out, bool) or not isinstance(out, (int, float)) or out < 0):
+        raise ValueError("max_future_skew must be a duration >= 0 (seconds, or e.g. 1d)")
     if key == "partitions" and (not isinstance(out, int) or out < 1):
         raise ValueError("partitions must be a positive whole number")
     if key in KAFKA_CHOICES and out is not None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Type:
@@ -16,14 +16,27 @@ class Type:
         return self.render()
 
 
+#: the units a timestamp can be written in on a topic, and milliseconds per unit
+TIMESTAMP_UNITS = {"s": 1000, "ms": 1, "us": 0.001, "ns": 0.000001}
+
+
 @dataclass(frozen=True)
 class Primitive(Type):
-    """`str`, `int`, `float`, `bool`, `bytes`, `timestamp`, `null` or `any`."""
+    """`str`, `int`, `float`, `bool`, `bytes`, `timestamp`, `null` or `any`.
+
+    A timestamp has a `unit`: how its numbers are written on a topic (`timestamp(s)` holds
+    epoch seconds). Inside a pipeline every timestamp is epoch milliseconds, so the unit
+    takes no part in equality: `timestamp(s)` fits wherever `timestamp` does.
+
+    >>> timestamp_type("s").render(), timestamp_type("s") == TIMESTAMP, timestamp_type("ms").render()
+    ('timestamp(s)', True, 'timestamp')
+    """
 
     name: str
+    unit: str | None = field(default=None, compare=False, repr=False)  # timestamps only; None: ms
 
     def render(self) -> str:
-        return self.name
+        return f"{self.name}({self.unit})" if self.unit else self.name
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,18 @@ ANY = Primitive("any")
 
 PRIMITIVES = {t.name: t for t in (STR, INT, FLOAT, BOOL, BYTES, TIMESTAMP, ANY)}
 NUMERIC = (INT, FLOAT)
+
+
+def timestamp_type(unit: str = "ms") -> Primitive:
+    """The timestamp type whose numbers are in `unit` (s, ms, us or ns) on a topic."""
+    if unit not in TIMESTAMP_UNITS:
+        raise ValueError(f"unknown timestamp unit {unit!r}; units are: {', '.join(TIMESTAMP_UNITS)}")
+    return TIMESTAMP if unit == "ms" else Primitive("timestamp", unit)
+
+
+def timestamp_unit(t: Type) -> str:
+    """The unit of a timestamp type (`ms` unless declared otherwise)."""
+    return getattr(t, "unit", None) or "ms"
 
 
 def strip_optional(t: Type) -> Type:
@@ -199,7 +224,7 @@ def from_python(annotation: object) -> Type:
 def to_json(t: Type) -> object:
     """A stable JSON form of a type for plans."""
     if isinstance(t, Primitive):
-        return t.name
+        return t.render()
     if isinstance(t, OptionalType):
         return {"optional": to_json(t.inner)}
     if isinstance(t, ListType):

@@ -26,7 +26,7 @@ from ..ir.durations import parse_duration
 from ..ir.functions import BUILTINS
 from ..ir.location import SourceLocation
 from ..ir.nodes import AGGREGATE_FUNCTIONS
-from ..ir.types import PRIMITIVES, ListType, RecordType, Type, optional
+from ..ir.types import PRIMITIVES, TIMESTAMP_UNITS, ListType, RecordType, Type, optional, timestamp_type
 from .diagnostics import LangError, Silent, did_you_mean, span
 
 UDF_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -236,8 +236,18 @@ class ExpressionRules(Transformer):  # type: ignore[misc]
             raise Silent(name)
         raise LangError(f"unknown type '{name}'", self._loc(children[0]),
                         did_you_mean(name, [*PRIMITIVES, *self.records],
-                                     "types are str, int, float, bool, bytes, timestamp, any, "
+                                     "types are str, int, float, bool, bytes, timestamp, timestamp(s), any, "
                                      "list<T>, optional T and declared records"))
+
+    def unit_type(self, meta: Any, children: list[Token]) -> Type:
+        name, unit = children
+        if name.value != "timestamp":
+            raise LangError(f"'{name.value}' takes no unit", self._loc(name),
+                            "only timestamps have a unit: timestamp(s), timestamp(ms), timestamp(us), timestamp(ns)")
+        if unit.value not in TIMESTAMP_UNITS:
+            raise LangError(f"unknown timestamp unit '{unit.value}'", self._loc(unit),
+                            did_you_mean(unit.value, TIMESTAMP_UNITS, "units are: " + ", ".join(TIMESTAMP_UNITS)))
+        return timestamp_type(unit.value)
 
     def list_type(self, meta: Any, children: list[Type]) -> Type:
         return ListType(children[0])

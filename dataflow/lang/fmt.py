@@ -246,6 +246,9 @@ class _Formatter:
     def type(self, node: Any) -> str:
         if node.data == "named_type":
             return str(node.children[0].value)
+        if node.data == "unit_type":  # timestamp(ms) is plain timestamp: one spelling per type
+            name, unit = (str(c.value) for c in node.children)
+            return name if (name, unit) == ("timestamp", "ms") else f"{name}({unit})"
         if node.data == "list_type":
             return f"list<{self.type(node.children[0])}>"
         if node.data == "nullable_type":
@@ -337,7 +340,7 @@ class _Formatter:
         """The stage's text (without `| `); several lines for a block too long or with comments."""
         kind = node.data
         c: list[Any] = node.children
-        if kind in ("filter_stage", "select_key_stage"):
+        if kind in ("filter_stage", "select_key_stage", "event_time_stage"):
             return [f"{kind[:-6]} {self.expr(c[0])}"]
         if kind in ("map_stage", "flat_map_stage"):
             word = kind[:-6]

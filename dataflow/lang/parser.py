@@ -32,8 +32,8 @@ from ..ir.location import SourceLocation
 from .diagnostics import FlowError, did_you_mean
 
 #: the words that start a stage after `|`; a line starting with one of them lacks its `|`
-STAGE_WORDS = ("filter", "map", "flat_map", "group_by", "select_key", "through", "window", "aggregate",
-               "to_table", "changes", "join", "inner", "left", "outer", "merge", "branch", "echo", "call", "to")
+STAGE_WORDS = ("filter", "map", "flat_map", "group_by", "select_key", "event_time", "through", "window",
+               "aggregate", "to_table", "changes", "join", "inner", "left", "outer", "merge", "branch", "echo", "call", "to")
 DECLARATION_WORDS = ("record", "topic", "udf", "stream", "table")
 
 #: human names of the terminals that are patterns rather than literal text

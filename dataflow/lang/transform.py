@@ -583,6 +583,11 @@ class FlowTransformer(ExpressionRules):
         loc = self._loc(meta)
         return Step("select_key", loc, lambda h, name: h.select_key(key, name=name, loc=loc))
 
+    def event_time_stage(self, meta: Any, children: list[Any]) -> Step:
+        (time,) = children
+        loc = self._loc(meta)
+        return Step("event_time", loc, lambda h, name: h.event_time(time, name=name, loc=loc))
+
     def through_stage(self, meta: Any, children: list[Any]) -> Step:
         topic_token, *rest = children
         loc = self._loc(meta)

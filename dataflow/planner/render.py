@@ -21,6 +21,7 @@ LABELS = {
     "echo": "Echo", "branch": "Branch", "merge": "Merge", "group_by": "GroupBy", "through": "Through",
     "repartition": "Repartition", "window": "Window", "aggregate": "Aggregate", "table": "Table",
     "changes": "Changes", "join": "Join", "sink": "Sink", "fused": "Fused", "call_agent": "CallAgent",
+    "event_time": "EventTime",
 }
 
 
@@ -40,7 +41,7 @@ def describe_node(node: n.Node) -> dict[str, Any]:
         d.update(interval=format_duration(node.interval_ms), value=render_expr(node.value))
     elif isinstance(node, n.Filter):
         d["predicate"] = render_expr(node.predicate)
-    elif isinstance(node, (n.Map, n.FlatMap)):
+    elif isinstance(node, (n.Map, n.FlatMap, n.EventTime)):
         d["expr"] = render_expr(node.expr)
     elif isinstance(node, n.Echo):
         d["topics"] = list(node.topics)
@@ -219,7 +220,7 @@ def _detail(node: dict[str, Any], topics: dict[str, Any]) -> str:
         return f"every {node['interval']}, emit {node['value']}"
     if kind == "filter":
         return node["predicate"]
-    if kind in ("map", "flat_map"):
+    if kind in ("map", "flat_map", "event_time"):
         return node["expr"]
     if kind == "echo":
         return "topics: " + ", ".join(node["topics"])

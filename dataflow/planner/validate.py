@@ -195,7 +195,7 @@ def _changes_and_sinks(topology: Topology, schemas: dict[str, StreamSchema]) -> 
         if isinstance(node, n.Changes) and any(s is not None and not s.is_table for s in inputs):
             out.append(Diagnostic("changes applies to tables; this is already a stream", node.loc, rule="changes"))
         if isinstance(node, (n.Sink, n.Filter, n.Map, n.FlatMap, n.GroupBy, n.Through, n.Echo, n.Branch, n.Merge,
-                             n.CallAgent)) \
+                             n.CallAgent, n.EventTime)) \
                 and any(s is not None and s.is_table for s in inputs):
             out.append(Diagnostic(f"a table cannot feed {node.kind} directly", node.loc,
                                   "take the stream of its updates first: .changes()", rule="changes"))

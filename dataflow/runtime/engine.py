@@ -1,7 +1,9 @@
 """Compile a plan's sub-topology into batch steps, and push batches through them.
 
 A record in flight is a tuple `(key, value, timestamp, meta)`; `meta` is the
-source message (topic, partition, offset) or None. Each stateless node, and
+source message (topic, partition, offset) or None. `timestamp` is the record's event
+time in epoch ms: every window and join reads it, and it is written as the timestamp of
+every record produced; an `event_time` step sets it. Each stateless node, and
 each fused chain, becomes one generated Python function that loops over a
 batch: per-record work is plain Python with no calls between operators.
 A record whose processing raises is handed to `dead(record, error, node)` and
@@ -103,13 +105,18 @@ class BranchStep(Step):
 class OutputStep(Step):
     """Collects records for an output; the worker drains it after each batch."""
 
-    def __init__(self, name: str, output: Output):
+    def __init__(self, name: str, output: Output, encode: Callable[[Any], Any] | None = None):
         super().__init__(name)
         self.output = output
+        self.encode = encode  # timestamps in the units the topic declares (runtime.units_out)
 
     def push(self, batch: list[Rec]) -> None:
         self.events += len(batch)
-        self.output.records.extend(batch)
+        if self.encode is None:
+            self.output.records.extend(batch)
+        else:
+            encode = self.encode
+            self.output.records.extend((k, encode(v), ts, meta) for k, v, ts, meta in batch)
         self.emit(batch)
 
 
@@ -201,7 +208,7 @@ def _compile_node(node: n.Node, schema: StreamSchema, plan: ExecutionPlan, dead:
         return agent_step(node, dead)
     if node.stateless:
         steps = node.steps if isinstance(node, n.Fused) else (node,)
-        return Chain(node.name, _chain_function(node.name, steps, schema, outputs), dead)
+        return Chain(node.name, _chain_function(node.name, steps, schema, outputs, plan.settings), dead)
     if isinstance(node, n.Branch):
         return _branch(node, schema, dead)
     if isinstance(node, (n.Repartition, n.Through)):
@@ -214,13 +221,20 @@ def _compile_node(node: n.Node, schema: StreamSchema, plan: ExecutionPlan, dead:
             func = import_callable(node.target, node.loc.file)
         output = Output(node.sink, node.target, node.serializer, func, node=node.name)
         outputs.append(output)
-        return OutputStep(node.name, output)
+        from .units_out import unit_encoder
+
+        return OutputStep(node.name, output, unit_encoder(node.value_type) if node.sink == "topic" else None)
     raise UnsupportedNode(f"{node.loc}: no runtime step for '{node.name}' ({node.kind})")
 
 
-def _chain_function(name: str, steps: tuple[n.Node, ...], schema: StreamSchema, outputs: list[Output]) -> Callable[..., None]:
+def _chain_function(name: str, steps: tuple[n.Node, ...], schema: StreamSchema, outputs: list[Output],
+                    settings: Any = None) -> Callable[..., None]:
     """Generate `def chain(batch, out, dead)` running `steps` over each record of the batch."""
     compiler = ExprCompiler()
+    if any(isinstance(s, n.EventTime) for s in steps):
+        from .event_time import EventTimeGuard
+
+        compiler.env["_event_time_guard"] = EventTimeGuard.of(settings)
     scope = Scope(schema.key, schema.value)
     body = _gen(list(steps), 0, scope, compiler, outputs)
     loop = _record_loop(body, name)
@@ -273,6 +287,11 @@ def _gen(steps: list[n.Node], i: int, scope: Scope, c: ExprCompiler, outputs: li
         return [*appends, *_gen(steps, i + 1, scope, c, outputs)]
     if isinstance(step, n.Changes):
         return _gen(steps, i + 1, scope, c, outputs)
+    if isinstance(step, n.EventTime):
+        # The guard (runtime.event_time) turns the value into epoch ms or raises with the reason,
+        # which dead-letters the record like any failing step.
+        guard = ast.Call(ast.Name("_event_time_guard", ast.Load()), [c.expr(step.expr, scope)], [])
+        return [ast.Assign([ast.Name("ts", ast.Store())], guard), *_gen(steps, i + 1, scope, c, outputs)]
     raise UnsupportedNode(f"{step.loc}: cannot fuse a {step.kind} step")
 
 

@@ -1,8 +1,9 @@
 """Checking decoded values against their declared types before a pipeline sees them.
 
 A value that does not fit is a malformed record: the worker sends it to the
-dead-letter topic with the reason, and the stream goes on. Timestamps given as
-ISO-8601 text become epoch milliseconds here, once.
+dead-letter topic with the reason, and the stream goes on. Timestamps, written in
+their field's declared unit or as ISO-8601 text, become epoch milliseconds here, once
+(`ir.timestamps`).
 
 >>> from dataflow.ir.types import RecordType, Field, FLOAT, TIMESTAMP
 >>> check = validator(RecordType("W", (Field("amount", FLOAT), Field("ts", TIMESTAMP))))
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..ir.functions import to_timestamp_ms
+from ..ir.timestamps import to_epoch_ms
 from ..ir.types import (ANY, BOOL, BYTES, FLOAT, INT, STR, TIMESTAMP, ListType, OptionalType, RecordType,
-                        Type)
+                        Type, timestamp_unit)
 
 Check = Callable[[Any], Any]
 
@@ -66,13 +67,10 @@ def _build(t: Type, where: str) -> Check:
 
         return check_list
     if t == TIMESTAMP:
+        unit = timestamp_unit(t)
+
         def check_ts(v: Any) -> int:
-            if isinstance(v, bool):
-                raise ValueError("expected a timestamp, got a bool")
-            try:
-                return to_timestamp_ms(v)
-            except (TypeError, ValueError):
-                raise ValueError(f"expected a timestamp (epoch ms or ISO-8601 text), got {v!r}") from None
+            return to_epoch_ms(v, unit)
         return check_ts
     if t == FLOAT:
         def check_float(v: Any) -> Any:

@@ -36,19 +36,21 @@ def _origin(name: str, partition: int, ts: int) -> Message:
     return Message(name, partition, -1, None, None, ts)
 
 
-def event_time_getter(window: n.Window) -> Callable[[Rec], int]:
-    """How a window step reads an event's time: a value field, the record time, or the clock."""
+def event_time_getter(window: n.Window, guard: Callable[[Any], int] | None = None) -> Callable[[Rec], int]:
+    """How a window step reads an event's time: a value field, the record time, or the clock.
+
+    A field's time is checked by `guard` (runtime.event_time): a missing, null, unusable or
+    implausible time raises, and the step dead-letters the record with that reason."""
     if window.time == "processing":
         return lambda rec: time.time_ns() // 1_000_000
     path = window.time_field
     if window.time == "event" and path:
+        from .event_time import field_time
+
+        check = guard or int
+
         def from_field(rec: Rec) -> int:
-            value = rec[1]
-            for name in path:
-                value = value[name]
-            if value is None:
-                raise ValueError(f"event time field '{'.'.join(path)}' is null")
-            return int(value)
+            return check(field_time(rec[1], path))
         return from_field
     return lambda rec: rec[2]
 
@@ -522,6 +524,7 @@ def compile_stateful(node: n.Node, plan: Any, dead: Dead, tables: dict[str, Tabl
     from .join_conditions import compile_condition
     from ..planner.naming import join_store, window_events_store
     from .engine import UnsupportedNode
+    from .event_time import EventTimeGuard
 
     topo = plan.topology
     if isinstance(node, (n.ToTable, n.TableSource)):
@@ -532,7 +535,8 @@ def compile_stateful(node: n.Node, plan: Any, dead: Dead, tables: dict[str, Tabl
         window = WindowSpec.of(store.window) if store.window is not None else None
         step = AggregateStep(node, Aggregator(node.aggregations, Scope(upstream.key, upstream.value), node.loc.file),
                              tables[node.name], dead, window,
-                             event_time_getter(store.window) if store.window is not None else None,
+                             event_time_getter(store.window, EventTimeGuard.of(plan.settings))
+                             if store.window is not None else None,
                              tables.get(window_events_store(node.name)))
         tables[node.name].present = step.present
         return step

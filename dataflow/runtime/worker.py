@@ -50,8 +50,10 @@ from ..transport.base import TP, Consumer, Message, Producer, ProducerRecord, Tr
 from ..transport.kafka_topics import declarations_for, declare_topics
 from .codecs import CodecError, get_codec
 from .engine import CompiledAgent, Output, Rec, Step, compile_agent
+from .event_time import EventTimeGuard, field_time
 from .flow_agents import AgentApps
 from .flow_timers import FlowTimer, TimerStep, stop_timers
+from .keys import key_checker
 from .monitor import Monitor
 from .offsets import Tracker
 from .records import validator
@@ -87,6 +89,8 @@ class _Route:
     check: Callable[[Any], Any] | None
     timestamp_field: tuple[str, ...] | None
     tombstones: bool = False  # a table source: a null value deletes its key
+    check_key: Callable[[Any], Any] | None = None  # a declared key type, or a table: see runtime.keys
+    guard: EventTimeGuard | None = None  # a user topic: its event times are checked (runtime.event_time)
 
 
 @dataclass
@@ -169,16 +173,21 @@ class Worker:
         await declare_topics(self.transport, declarations_for(self.plan),
                              auto_create=self.plan.settings.auto_create_topics)
         order = {name: i for i, name in enumerate(self.plan.topology.order())}
+        guard = EventTimeGuard.of(self.plan.settings)
         for agent in self.plan.agents:
             compiled = compile_agent(self.plan, agent, self._on_step_error, self.tables)
             self.agents.append(compiled)
             for topic, steps in compiled.entries.items():
                 tplan = self.plan.topic(topic)
                 schema = compiled.source_types[topic]
+                user = tplan.role in ("source", "table-source")
+                table = tplan.role == "table-source"
                 self.routes.setdefault(topic, []).append(_Route(
                     topic, steps, agent.name, get_codec(tplan.serializer), get_codec("json"),
-                    validator(schema.value) if tplan.role in ("source", "table-source") else None,
-                    compiled.timestamp_fields.get(topic), tplan.role == "table-source"))
+                    validator(schema.value) if user else None,
+                    compiled.timestamp_fields.get(topic), table,
+                    key_checker(topic, schema.key, table=table) if user else None,
+                    guard if user else None))
             self.stateful.extend(s for s in compiled.steps.values() if isinstance(s, StatefulStep))
             self.timers.extend(
                 FlowTimer(s.name, s.interval_ms / 1000, functools.partial(self._on_timer, agent.name, s),
@@ -411,6 +420,8 @@ class Worker:
         check = route.check
         ts_field = route.timestamp_field
         decode_key = self._decode_key
+        check_key, guard = route.check_key, route.guard
+        low, high = (guard.low_ms, guard.high_ms()) if guard is not None else (0, 0)
         out: list[Rec] = []
         append = out.append
         for message, value in zip(messages, values):
@@ -423,12 +434,11 @@ class Worker:
                 key = message.key
                 if key is not None:
                     key = decode_key(route, key)
-                ts = message.timestamp
-                if ts_field is not None:
-                    ts = value
-                    for name in ts_field:
-                        ts = ts[name]
-                    ts = int(ts)
+                if check_key is not None:
+                    key = check_key(key)
+                ts = message.timestamp if ts_field is None else field_time(value, ts_field)
+                if guard is not None and not low <= ts <= high:
+                    raise ValueError(guard.reason(ts))
             except (ValueError, KeyError, TypeError) as e:
                 self._dead_letter(message, "validate", str(e))
                 continue
@@ -447,7 +457,14 @@ class Worker:
                 out.extend(self._decode(route, run))
                 run = []
             if message is not None:
-                out.append((self._decode_key(route, message.key), None, message.timestamp, message))
+                key = self._decode_key(route, message.key)
+                if route.check_key is not None:
+                    try:
+                        key = route.check_key(key)
+                    except ValueError as e:
+                        self._dead_letter(message, "validate", str(e))
+                        continue
+                out.append((key, None, message.timestamp, message))
         return out
 
     @staticmethod

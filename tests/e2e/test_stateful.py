@@ -54,7 +54,7 @@ async def test_fraud_example_sums_per_account_per_minute(kind, tmp_path, repo_ro
 
 async def test_hopping_counts_land_in_every_overlapping_window(kind, tmp_path):
     flow = Flow("hop", partitions=2)
-    (flow.source("clicks", key=str, value=str)
+    (flow.source("clicks", value=str)  # keyless: no key type declared
      .group_by(value(), name="by_page")
      .window(hopping("10s", "5s"))
      .count(name="per_page"))

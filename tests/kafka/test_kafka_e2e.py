@@ -57,7 +57,8 @@ def lines(name: str, keyed: bool = False) -> list[ProducerRecord]:
 def fraud(sfx: str) -> Flow:
     ns = example("fraud")
     flow = Flow(f"fraud{sfx}")
-    withdrawals = flow.source(f"withdrawals{sfx}", key=str, value=ns["Withdrawal"], timestamp="ts")
+    # no key type: it reads the keyless data file as well as the keyed one
+    withdrawals = flow.source(f"withdrawals{sfx}", value=ns["Withdrawal"], timestamp="ts")
     large = withdrawals.filter(col("amount") > 1000, name="large")
     large.group_by("account_id").to(f"large-by-account{sfx}")  # the window + aggregate read this
     return flow
@@ -298,7 +299,7 @@ class Withdrawal(Record):
     ts: datetime
 
 flow = Flow("withdrawals{sfx}", partitions=2)
-withdrawals = flow.source("withdrawals{sfx}", key=str, value=Withdrawal, timestamp="ts")
+withdrawals = flow.source("withdrawals{sfx}", value=Withdrawal, timestamp="ts")  # keyless lines: no key type
 large = withdrawals.filter(col("amount") > 1000, name="large")
 routes = large.branch(foreign=col("country") != "NO", default="domestic", name="route")
 routes.foreign.map({{"account": col("account_id"), "amount": col("amount"), "country": col("country")}},

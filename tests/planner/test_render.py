@@ -13,6 +13,7 @@ from dataflow.planner.render import FORMATS, describe, to_dot, to_json, to_text
 class W(Record):
     account_id: str
     amount: float
+    ts: int
 
 
 class Customer(Record):
@@ -41,11 +42,11 @@ def test_text_of_every_kind_of_step():
     flow = Flow("app", partitions=2)
     s = flow.source("w", key=str, value=W, partitions=3, serializer="msgpack")
     b = s.filter(col("amount") > 1).branch(big=col("amount") > 100, default="rest")
-    b.big.echo("audit").through("mid").to("big")
-    rest = b.rest.map({"account_id": col("account_id"), "amount": col("amount")})
+    b.big.event_time("ts").echo("audit").through("mid").to("big")
+    rest = b.rest.map({"account_id": col("account_id"), "amount": col("amount"), "ts": col("ts")})
     rest.group_by("account_id").window(hopping("10m", "1m", grace="5s", expires="1h")).aggregate(
         total=agg.sum("amount"), name="hops")
-    rest.group_by("account_id", name="g2").window(tumbling("1m", on="amount")).count(name="t", emit="final")
+    rest.group_by("account_id", name="g2").window(tumbling("1m", on="ts")).count(name="t", emit="final")
     rest.print()
     assert to_text(plan(flow.topology()), locations=False) == KITCHEN_SINK
 
@@ -61,14 +62,14 @@ Sub-topology 0: agent w (3 partitions, concurrency 1)
     --> w.branch
   Branch: w.branch [big: amount > 100; rest: otherwise]
     <-- w.filter
-    --> w.branch.big.echo [big], w.branch.rest.map [rest]
-  Echo: w.branch.big.echo [topics: audit]
+    --> w.branch.big.event_time_ts..w.branch.big.echo [big], w.branch.rest.map [rest]
+  Fused: w.branch.big.event_time_ts..w.branch.big.echo [event_time ts; echo topics: audit]
     <-- w.branch [big]
     --> w.branch.big.through_mid
   Through: w.branch.big.through_mid [topic: mid, 3 partitions]
-    <-- w.branch.big.echo
+    <-- w.branch.big.event_time_ts..w.branch.big.echo
     --> topic mid
-  Map: w.branch.rest.map [{ account_id: account_id, amount: amount }]
+  Map: w.branch.rest.map [{ account_id: account_id, amount: amount, ts: ts }]
     <-- w.branch [rest]
     --> g2, w.branch.rest.by_account_id, w.branch.rest.print
   GroupBy: g2 [key: account_id]
@@ -98,7 +99,7 @@ Sub-topology 1: agent w.branch.big.through_mid (3 partitions, concurrency 1)
 Sub-topology 2: agent g2.repartition (3 partitions, concurrency 1)
   Source: g2.repartition (topic: app-g2-repartition, 3 partitions)
     --> g2.tumbling_1m
-  Window: g2.tumbling_1m [tumbling 1m, on amount]
+  Window: g2.tumbling_1m [tumbling 1m, on ts]
     <-- g2.repartition
     --> t
   Aggregate: t [count: count(); emit final]

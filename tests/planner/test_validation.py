@@ -151,10 +151,18 @@ def test_event_time_fields_must_exist_and_hold_time():
     flow.source("b", value=Withdrawal, timestamp="tz").to("y")  # @ts-missing
     s = flow.source("c", value=Withdrawal).group_by("account_id")
     s.window(tumbling("1m", on="account_id")).count(name="n")  # @window-ts
+    flow.source("d", value=Withdrawal, timestamp="amount").to("z")  # @ts-float
+    s.window(tumbling("1m", on="amount"), name="w2").count(name="m")  # @window-float
+    declare = "declare it timestamp (epoch ms), timestamp(s) or an int of epoch ms"
+    seconds = "if it holds epoch seconds (e.g. 1700000000.123), declare the field timestamp(s)"
     assert found(flow) == [
-        ("the event-time field 'country' must be a timestamp, got str", "", at("ts-type")),
+        ("the event-time field 'country' must be a timestamp, got str", declare, at("ts-type")),
         ("unknown field 'tz' in Withdrawal", "fields are: account_id, amount, country, ts", at("ts-missing")),
-        ("the event-time field 'account_id' must be a timestamp, got str", "", at("window-ts")),
+        ("the event-time field 'account_id' must be a timestamp, got str", declare, at("window-ts")),
+        ("the event-time field 'amount' is a float; event time must be a timestamp or an int of epoch ms",
+         seconds, at("ts-float")),
+        ("the event-time field 'amount' is a float; event time must be a timestamp or an int of epoch ms",
+         seconds, at("window-float")),
     ]
 
 

@@ -1,0 +1,121 @@
+"""`.flow` for event time: timestamp units, the event_time stage, and topics that declare
+their event time. Mistakes point at file:line:col; the builder gives byte-identical plans."""
+from __future__ import annotations
+
+import pytest
+
+from dataflow import Flow, Record, Timestamp, agg, col, fn, tumbling
+from dataflow.lang import FlowError, format_source, parse_flow
+from dataflow.planner import plan
+from dataflow.planner.render import to_json
+
+HEADER = """\
+pipeline ads
+record Click { user: str, secs: float, at: timestamp(s), raw: str }
+topic clicks: Click key str
+topic out
+"""
+
+
+def report(body: str) -> str:
+    with pytest.raises(FlowError) as info:
+        parse_flow(HEADER + body, "ads.flow")
+    return str(info.value)
+
+
+def test_a_float_event_time_field_is_refused_with_the_seconds_hint() -> None:
+    assert report("topic floats: Click key str event_time secs\nfloats | to stdout\n") == """\
+ads.flow:5:1: error: the event-time field 'secs' is a float; event time must be a timestamp or an int of epoch ms; \
+if it holds epoch seconds (e.g. 1700000000.123), declare the field timestamp(s)
+topic floats: Click key str event_time secs
+^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~"""
+
+
+def test_a_float_window_field_is_refused_with_the_seconds_hint() -> None:
+    assert report("table n = clicks | window tumbling 1m on secs | aggregate { n: count() }\nn | to stdout\n") == """\
+ads.flow:5:20: error: the event-time field 'secs' is a float; event time must be a timestamp or an int of epoch ms; \
+if it holds epoch seconds (e.g. 1700000000.123), declare the field timestamp(s)
+table n = clicks | window tumbling 1m on secs | aggregate { n: count() }
+                   ^~~~~~~~~~~~~~~~~~~~~~~~~~"""
+
+
+def test_a_float_event_time_expression_is_refused_at_its_own_span() -> None:
+    assert report("clicks | event_time secs * 1000 | to stdout\n") == """\
+ads.flow:5:21: error: the event time is a float; event time must be a timestamp or an int of epoch ms; \
+if it holds epoch seconds (e.g. 1700000000.123), declare the field timestamp(s)
+clicks | event_time secs * 1000 | to stdout
+                    ^~~~~~~~~~~"""
+
+
+def test_a_text_event_time_expression_is_refused() -> None:
+    assert report("clicks | event_time raw | to stdout\n") == """\
+ads.flow:5:21: error: the event time must be a timestamp, got str; declare it timestamp (epoch ms), \
+timestamp(s) or an int of epoch ms
+clicks | event_time raw | to stdout
+                    ^~~"""
+
+
+def test_only_timestamps_take_a_unit_and_units_are_known() -> None:
+    assert report("record R { n: int(s) }\n") == """\
+ads.flow:5:15: error: 'int' takes no unit; only timestamps have a unit: timestamp(s), timestamp(ms), \
+timestamp(us), timestamp(ns)
+record R { n: int(s) }
+              ^~~"""
+    assert report("record R { t: timestamp(sec) }\n") == """\
+ads.flow:5:25: error: unknown timestamp unit 'sec'; units are: s, ms, us, ns
+record R { t: timestamp(sec) }
+                        ^~~"""
+
+
+def test_fmt_writes_one_spelling_per_timestamp_type() -> None:
+    text = "pipeline p\nrecord R { a: timestamp( ms ), b: timestamp(s)?, c: list<timestamp(ns)> }\n"
+    assert format_source(text, "x.flow") == (
+        "pipeline p\nrecord R {\n  a: timestamp\n  b: timestamp(s)?\n  c: list<timestamp(ns)>\n}\n")
+
+
+FLOW = """\
+pipeline ads
+
+record Click {
+  user: str
+  at: timestamp(s)
+  raw: str
+}
+
+topic clicks: Click key str
+topic stamped: Click key str event_time at
+topic mid: Click key str event_time at
+
+stream parsed = clicks | event_time parse_time(raw)
+parsed | to topic stamped
+table per_minute = clicks
+  | through mid
+  | window tumbling 1m
+  | aggregate { n: count() }
+per_minute | to stdout
+"""
+
+
+class Click(Record):
+    user: str
+    at: Timestamp("s")
+    raw: str
+
+
+def builder() -> Flow:
+    flow = Flow("ads")
+    flow.topic("stamped", key=str, value=Click, timestamp="at")
+    flow.topic("mid", key=str, value=Click, timestamp="at")
+    clicks = flow.source("clicks", key=str, value=Click)
+    clicks.event_time(fn.parse_time(col("raw")), name="parsed").to("stamped")
+    clicks.through("mid").window(tumbling("1m")).aggregate(n=agg.count(), name="per_minute").changes().print()
+    return flow
+
+
+def test_the_builder_makes_the_same_plan_including_the_event_time_steps_of_topics() -> None:
+    from_flow = plan(parse_flow(FLOW, "ads.flow").topology())
+    assert to_json(from_flow, locations=False) == to_json(plan(builder().topology()), locations=False)
+    kinds = {name: from_flow.topology.node(name).kind for name in from_flow.topology.order()}
+    # `to topic stamped` and `through mid` set the time from `at` first, as the topics declare
+    assert sorted(n for n, k in kinds.items() if k in ("event_time", "fused")) == [
+        "clicks.event_time_at", "parsed..parsed.event_time_at"]
