@@ -310,7 +310,8 @@ class Stream(_Handle):
 
         Every later window and join uses it, and records written to topics carry it as their
         timestamp. A record whose time is null, unusable or outside the plausible range
-        (`min_event_time`, `max_future_skew`) goes to the dead-letter topic with the reason.
+        (`min_event_time`, `max_future_skew`) goes to the dead-letter topic with the reason;
+        a record whose value is null (a table's deletion) keeps its time.
 
         >>> from dataflow import Flow, col, fn
         >>> flow = Flow("ads")

@@ -289,9 +289,12 @@ def _gen(steps: list[n.Node], i: int, scope: Scope, c: ExprCompiler, outputs: li
         return _gen(steps, i + 1, scope, c, outputs)
     if isinstance(step, n.EventTime):
         # The guard (runtime.event_time) turns the value into epoch ms or raises with the reason,
-        # which dead-letters the record like any failing step.
+        # which dead-letters the record like any failing step. A null value is a deletion (a
+        # table's tombstone): it has no fields to take a time from and keeps the time it has.
         guard = ast.Call(ast.Name("_event_time_guard", ast.Load()), [c.expr(step.expr, scope)], [])
-        return [ast.Assign([ast.Name("ts", ast.Store())], guard), *_gen(steps, i + 1, scope, c, outputs)]
+        is_value = ast.Compare(ast.Name("v", ast.Load()), [ast.IsNot()], [ast.Constant(None)])
+        return [ast.If(is_value, [ast.Assign([ast.Name("ts", ast.Store())], guard)], []),
+                *_gen(steps, i + 1, scope, c, outputs)]
     raise UnsupportedNode(f"{step.loc}: cannot fuse a {step.kind} step")
 
 

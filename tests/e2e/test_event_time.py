@@ -290,3 +290,19 @@ async def test_keys_are_checked_against_the_declared_key_type(kind, tmp_path):
     expected += [("validate", "null key on topic loose, which is read as a table", None, value),
                  ("validate", "null key on topic loose, which is read as a table", None, None)]
     assert sorted(dead_letters(run, "keys"), key=repr) == sorted(expected, key=repr)
+
+
+async def test_a_deletion_sent_to_a_topic_that_declares_event_time_keeps_its_own_time(kind, tmp_path):
+    text = """
+pipeline deletes
+record User { name: str, at: int }
+topic users: User key str partitions 1
+topic copy: User key str partitions 1 event_time at
+table people = topic users
+people | to topic copy
+"""
+    inputs = [raw(b'{"name": "a", "at": 5000}', b'"u1"', 1_000), raw(None, b'"u1"', 9_000)]
+    run = await run_flow(kind, tmp_path, parse_flow(text, "deletes.flow"), {"users": inputs})
+    assert [(m.key, m.value, m.timestamp) for m in run.topics["copy"]] == [
+        (b'"u1"', b'{"name":"a","at":5000}', 5_000), (b'"u1"', b"null", 9_000)]  # as table changes are written
+    assert dead_letters(run, "deletes") == []

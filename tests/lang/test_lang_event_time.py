@@ -119,3 +119,15 @@ def test_the_builder_makes_the_same_plan_including_the_event_time_steps_of_topic
     # `to topic stamped` and `through mid` set the time from `at` first, as the topics declare
     assert sorted(n for n, k in kinds.items() if k in ("event_time", "fused")) == [
         "clicks.event_time_at", "parsed..parsed.event_time_at"]
+
+
+def test_the_event_time_step_shows_in_every_form_of_the_plan() -> None:
+    from dataflow.planner.render import to_dot, to_text
+
+    text = HEADER + "clicks | event_time parse_time(raw) | window tumbling 1m | aggregate { n: count() }\n"
+    p = plan(parse_flow(text, "ads.flow").topology())
+    assert "  EventTime: clicks.event_time_parse_time_raw [parse_time(raw)]  @ ads.flow:5:10\n" in to_text(p)
+    assert '"EventTime\\nclicks.event_time_parse_time_raw\\nparse_time(raw)"' in to_dot(p)
+    import json
+    nodes = [n for a in json.loads(to_json(p))["agents"] for n in a["nodes"] if n["kind"] == "event_time"]
+    assert [(n["name"], n["expr"]) for n in nodes] == [("clicks.event_time_parse_time_raw", "parse_time(raw)")]
