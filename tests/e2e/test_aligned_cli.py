@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dataflow.cli import app
+from dataflow.loader import load_pipeline
 
 PIPE = """
 pipeline shop { partitions 2, batch_size 40 }
@@ -102,3 +103,29 @@ def test_one_run_joins_exactly_as_two_runs(tmp_path, monkeypatch, customers_firs
                                       *names[o["value"]["customer_id"]], o["value"]["amount"]) for o in orders)
     assert results(one) == (expected_joined, expected_totals)
     assert sum(t["n"] for t in expected_totals.values()) == 1000
+
+
+STATE_MD = Path(__file__).resolve().parents[2] / "docs" / "state.md"
+
+
+def section(title: str) -> str:
+    text = STATE_MD.read_text()
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_time_aligned_inputs_example_in_state_md(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocks = section("Time-aligned inputs").split("```flow\n")[1:]
+    header, pipeline = (b.split("```", 1)[0] for b in blocks)
+    Path("settings.flow").write_text(header)
+    assert load_pipeline("settings.flow").settings.max_task_idle == 0.5  # seconds
+    Path("shop.flow").write_text(pipeline)
+    write(tmp_path / "customers.jsonl", [{"key": "c1", "value": {"name": "Ada", "since": 1000}}])
+    write(tmp_path / "orders.jsonl", [{"key": "c1", "value": {"order_id": "o1", "amount": 5.0, "ts": 2000}},
+                                      {"key": "c2", "value": {"order_id": "o2", "amount": 7.0, "ts": 3000}}])
+    result = CliRunner().invoke(app, ["run", "shop.flow", "--keyed", "--until-idle", "--quiet",
+                                      "--input", "orders=orders.jsonl", "--input", "customers=customers.jsonl",
+                                      "--output", "enriched=-"])
+    assert result.exit_code == 0, result.output
+    assert [orjson.loads(line)["value"] for line in result.stdout.splitlines()] == [
+        {"order_id": "o1", "name": "Ada", "amount": 5.0}]
