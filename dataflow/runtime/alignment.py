@@ -242,8 +242,11 @@ class Aligner:
     # ------------------------------------------------------------------ records in
     def push(self, tp: TP, messages: list[Message], decoded: Callable[[Any], list[Rec]]) -> None:
         """Queue a fetched batch of `tp` for every task reading it; `decoded(route)` decodes it."""
+        items = self._by_tp.get(tp)
+        if not items:
+            return  # not assigned to a task here: nothing is marked done, so nothing is lost
         self._fetched[tp] = messages[-1].offset + 1
-        for item in self._by_tp.get(tp, ()):
+        for item in items:
             records = decoded(item.route)
             if records:
                 item.queue.extend(records)

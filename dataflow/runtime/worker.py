@@ -5,7 +5,9 @@ as Kafka Streams does; each fetched batch is decoded once, pushed through the
 compiled steps of the agents that read its topic, its outputs are produced,
 and only then are its offsets acked. Commits take the highest consecutive
 acked offset (`runtime.offsets`), every `commit_every` messages or
-`commit_interval` seconds, and on shutdown.
+`commit_interval` seconds, and on shutdown. An agent that reads several topics (a join,
+a merge) takes their records in event-time order instead (`runtime.alignment`): its
+batches wait, decoded, in per-partition queues, and are acked as the queues drain.
 
 Malformed records (undecodable, not matching their declared type, or failing
 in a step) go to `<pipeline>-dead-letters` with their original key and value
