@@ -8,9 +8,11 @@ import random
 from pathlib import Path
 
 import orjson
+import pytest
 
 from dataflow import Flow
 from dataflow.planner import plan as build_plan
+from dataflow.runtime.state import StateManager
 from dataflow.runtime.worker import Worker, WorkerOptions
 from dataflow.transport.base import ProducerRecord
 
@@ -41,7 +43,19 @@ def reference(users, orders) -> list:
     return sorted(out, key=orjson.dumps)
 
 
-async def test_members_joining_and_leaving_mid_run_give_the_reference_join(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slow_restore", [False, True], ids=["restore", "slow-restore"])
+async def test_members_joining_and_leaving_mid_run_give_the_reference_join(
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_restore: bool) -> None:
+    # Slow restores: records of a partition are fetched while its tables still open, and
+    # are read again later (a seek back), with other partitions' records buffered meanwhile.
+    real_open = StateManager.open
+
+    async def slow_open(self, pairs, committed):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.01)
+        await real_open(self, pairs, committed)
+
+    if slow_restore:
+        monkeypatch.setattr(StateManager, "open", slow_open)
     plan = build_plan(pipeline().topology())
     users, orders = data()
     transport = make_transport(kind, tmp_path / "log")
