@@ -246,6 +246,7 @@ class Aligner:
         if not items:
             return  # not assigned to a task here: nothing is marked done, so nothing is lost
         self._fetched[tp] = messages[-1].offset + 1
+        self._done.setdefault(tp, messages[0].offset)  # where reading started: nothing below is ours
         for item in items:
             records = decoded(item.route)
             if records:
@@ -335,7 +336,7 @@ class Aligner:
         out = {}
         for tp in self._fetched:
             position = self._position(tp)
-            if position is not None and position > self._done.get(tp, -1):
+            if position is not None and position > self._done[tp]:
                 self._done[tp] = position
                 out[tp] = position - 1
         return out

@@ -177,7 +177,7 @@ def test_a_stream_waits_for_table_records_known_to_be_in_the_log():
     consumer = FakeConsumer({ORDERS: 2, USERS: 2})
     fetch(a, consumer, ORDERS, 10, 20)
     assert drain(a, consumer) == []  # users has 2 unread records
-    assert a.buffered == 2 and a.progress() == {ORDERS: -1}  # nothing of orders is done
+    assert a.buffered == 2 and a.progress() == {}  # nothing of orders is done
     fetch(a, consumer, USERS, 5, 15)
     assert drain(a, consumer) == [("users", [5]), ("orders", [10]), ("users", [15]), ("orders", [20])]
     assert a.buffered == 0
@@ -251,7 +251,7 @@ def test_revoking_drops_buffered_records_and_their_offsets_are_not_done():
     consumer = FakeConsumer({ORDERS: 2, USERS: 1})
     fetch(a, consumer, ORDERS, 10, 20)
     assert drain(a, consumer) == []
-    assert a.progress() == {ORDERS: -1}
+    assert a.progress() == {}
     a.revoke({ORDERS})
     assert a.buffered == 0 and a.progress() == {}
 
@@ -288,3 +288,25 @@ def test_assignment_callbacks_may_repeat_partitions(repeat):
     fetch(a, consumer, ORDERS, 10)
     fetch(a, consumer, USERS, 5)
     assert drain(a, consumer) == [("users", [5]), ("orders", [10])]
+
+
+def test_progress_stops_before_the_first_buffered_record_and_passes_dead_letters():
+    a, _, _ = aligner()
+    consumer = FakeConsumer({ORDERS: 4, USERS: 1})
+    messages = [Message("orders", 0, i, None, b"{}", t) for i, t in enumerate((10, 20, 30, 40))]
+    consumer.positions[ORDERS] = 4
+    # offset 1 did not decode (it went to the dead letters when fetched): it is not queued
+    a.push(ORDERS, messages, lambda route: [(None, m.offset, m.timestamp, m) for m in messages if m.offset != 1])
+    fetch(a, consumer, USERS, 25)
+    assert drain(a, consumer) == [("orders", [10]), ("users", [25]), ("orders", [30, 40])]
+    assert a.progress() == {ORDERS: 3, USERS: 0}
+    assert a.progress() == {}  # reported once
+
+
+def test_progress_of_a_partly_taken_queue():
+    a, _, _ = aligner()
+    consumer = FakeConsumer({ORDERS: 3, USERS: 2})
+    fetch(a, consumer, ORDERS, 10, 20, 30)
+    fetch(a, consumer, USERS, 15)
+    assert drain(a, consumer) == [("orders", [10]), ("users", [15])]  # users has one more unread
+    assert a.progress() == {ORDERS: 0, USERS: 0}  # commit orders at 1: offsets 1 and 2 are still queued
