@@ -140,8 +140,12 @@ def test_plan_set_other_settings():
                "kafka_max_batch_size, "
                "kafka_replication_factor, kafka_sasl_mechanism, kafka_sasl_password, kafka_sasl_username, "
                "kafka_security_protocol, kafka_session_timeout_ms, kafka_ssl_cafile, kafka_ssl_certfile, "
-               "kafka_ssl_keyfile, kafka_ssl_password, max_future_skew, min_event_time, partitions, "
+               "kafka_ssl_keyfile, kafka_ssl_password, max_future_skew, max_task_idle, min_event_time, partitions, "
                "processing_guarantee\n"),
+    ("max_task_idle=soon", "examples/fraud.py: error: setting 'max_task_idle': not a duration: 'soon'; write it like "
+                           "30s, 5m, 1h, 250ms or 1d\n"),
+    ("max_task_idle=-1", "examples/fraud.py: error: setting 'max_task_idle' must be a duration >= 0 (seconds, or like "
+                         "500ms)\n"),
     ("partitions=0", "examples/fraud.py: error: partitions must be a positive whole number\n"),
     ("partitions=x", "examples/fraud.py: error: setting 'partitions' must be a whole number, not 'x'\n"),
     ("processing_guarantee=maybe", "examples/fraud.py: error: processing_guarantee must be one of at_least_once, "

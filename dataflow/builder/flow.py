@@ -99,13 +99,27 @@ class Flow:
         return self._add_root(node)
 
     def table(self, topic: str | TopicDecl, *, key: Any = None, value: Any = None, partitions: int | None = None,
-              serializer: str | None = None, key_serializer: str | None = None, name: str | None = None,
-              loc: SourceLocation | None = None) -> "Table":
-        """A table read from `topic`: the latest value per key (Kafka Streams' KTable)."""
-        decl = self._declare(topic, key, value, partitions, serializer, key_serializer, None)
+              serializer: str | None = None, key_serializer: str | None = None, timestamp: str | None = None,
+              bootstrap: bool = False, name: str | None = None, loc: SourceLocation | None = None) -> "Table":
+        """A table read from `topic`: the latest value per key (Kafka Streams' KTable).
+
+        `timestamp="ts"` takes its updates' event time from a field. `bootstrap=True` reads
+        the table to its end before any stream joined with it gives a record (a GlobalKTable).
+
+        >>> from dataflow import Flow
+        >>> flow = Flow("shop")
+        >>> customers = flow.table("customers", key=str, bootstrap=True)
+        >>> flow.source("orders", key=str).join(customers, name="enriched").to("enriched-orders")
+        >>> flow.topology().node("customers").bootstrap
+        True
+        """
+        if not isinstance(bootstrap, bool):
+            raise TypeError(f"bootstrap takes True or False, not {bootstrap!r}")
+        decl = self._declare(topic, key, value, partitions, serializer, key_serializer, timestamp)
         node = n.TableSource(name or decl.name, topic=decl.name, key_type=decl.key_type, value_type=decl.value_type,
                              partitions=decl.partitions, serializer=decl.serializer,
-                             key_serializer=decl.key_serializer, loc=loc or caller_location())
+                             key_serializer=decl.key_serializer, timestamp_field=decl.timestamp_field,
+                             bootstrap=bootstrap, loc=loc or caller_location())
         handle = self._add_root(node)
         return Table(self, handle.node, handle.anchor)
 

@@ -61,6 +61,10 @@ class TableSource(Node):
     partitions: int | None = None
     serializer: str = "json"
     key_serializer: str = "json"
+    timestamp_field: str | None = None  # event time (the topic's `event_time`); None: the message timestamp
+    # Read to the end it has when its task starts before any other input of the task gives a
+    # record (a GlobalKTable / bootstrap stream); see "Time-aligned inputs" in docs/state.md.
+    bootstrap: bool = False
 
     kind: ClassVar[str] = "table_source"
     arity: ClassVar[int] = 0

@@ -103,7 +103,7 @@ def _infer_node(topology: Topology, node: n.Node, inputs: list[StreamSchema], de
     if isinstance(node, (n.Source, n.TableSource)):
         parts = node.partitions or default_partitions
         shape = TABLE if isinstance(node, n.TableSource) else STREAM
-        if isinstance(node, n.Source) and node.timestamp_field:
+        if isinstance(node, (n.Source, n.TableSource)) and node.timestamp_field:
             _time_field(node.value_type, tuple(node.timestamp_field.split(".")), node, errors)
         return StreamSchema(node.key_type, node.value_type, shape, parts, node.topic, True)
     if isinstance(node, n.Timer):

@@ -7,6 +7,8 @@ from typing import Any
 from .durations import parse_duration
 from .timestamps import parse_iso
 
+#: float settings that hold a duration in seconds; from the command line they also take `500ms`, `2s`
+DURATION_SETTINGS = frozenset({"commit_interval", "max_task_idle", "max_future_skew"})
 GUARANTEES = ("at_least_once", "exactly_once")
 KAFKA_CHOICES = {
     "kafka_security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
@@ -63,6 +65,10 @@ class Settings:
     batch_size: int = 1_000
     concurrency: int = 1
     auto_create_topics: bool = True
+    # How long a task that reads several inputs waits for one that is caught up and empty
+    # before it goes on without it (seconds; Kafka Streams' max.task.idle.ms). 0: wait only
+    # for records known to be in the log. See "Time-aligned inputs" in docs/state.md.
+    max_task_idle: float = 0.0
     # Kafka client options (kafka:// brokers only). None: the broker URL's query, then
     # DATAFLOW_KAFKA_<OPTION> in the environment, then the driver's default
     # (dataflow.transport.kafka.KafkaConfig).
@@ -113,12 +119,11 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
         return value if value is None or isinstance(value, Secret) else Secret(str(value))
     if value is None or not isinstance(value, str):
         out = value
-    elif text.startswith("float") and value.strip()[-1:].isalpha():
-        # a duration such as 1d or 500ms, in the seconds float settings hold (--set max_future_skew=1h)
+    elif key in DURATION_SETTINGS and value.strip() and value.strip()[-1].isalpha():
         try:
-            out = parse_duration(value.strip()) / 1000
-        except ValueError:
-            raise ValueError(f"setting '{key}' must be a number of seconds or a duration, not {value!r}") from None
+            out = parse_duration(value) / 1000  # `--set max_task_idle=500ms`; float settings hold seconds
+        except ValueError as e:
+            raise ValueError(f"setting '{key}': {e}") from None
     elif text.startswith(("int", "float")):
         number = int if text.startswith("int") else float
         try:
@@ -138,8 +143,8 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
         except ValueError:
             raise ValueError(f"min_event_time must be ISO-8601 text such as 1970-01-01T00:00:00Z, "
                              f"not {out!r}") from None
-    if key == "max_future_skew" and (isinstance(out, bool) or not isinstance(out, (int, float)) or out < 0):
-        raise ValueError("max_future_skew must be a duration >= 0 (seconds, or e.g. 1d)")
+    if key in DURATION_SETTINGS and (isinstance(out, bool) or not isinstance(out, (int, float)) or out < 0):
+        raise ValueError(f"setting '{key}' must be a duration >= 0 (seconds, or like 500ms)")
     if key == "partitions" and (not isinstance(out, int) or out < 1):
         raise ValueError("partitions must be a positive whole number")
     if key in KAFKA_CHOICES and out is not None:

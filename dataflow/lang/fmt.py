@@ -327,7 +327,7 @@ class _Formatter:
 
     def source(self, node: Any) -> str:
         if node.data == "topic_source":
-            return f"topic {self._topic(node.children[0])}"
+            return f"topic {self._topic(node.children[0])}" + (" bootstrap" if len(node.children) > 1 else "")
         if node.data == "timer_source":
             interval, *emit = node.children
             return f"every {interval.value}" + "".join(f" emit {self.expr(e.children[0])}" for e in emit)

@@ -83,6 +83,7 @@ class TopicSource:
 
     topic: str
     loc: SourceLocation
+    bootstrap: bool = False  # `table t = topic t bootstrap`
 
 
 @dataclass
@@ -461,9 +462,13 @@ class FlowTransformer(ExpressionRules):
     def _topic_step(self, source: TopicSource, kind: str | None) -> Step:
         self._topic(source.topic, source.loc)
 
+        if source.bootstrap and kind != "table":
+            raise LangError("'bootstrap' applies to a table read from a topic", source.loc,
+                            f"declare it as one: table NAME = topic {source.topic} bootstrap")
+
         def apply(_: Any, name: str | None) -> Any:
             if kind == "table":
-                return self.flow.table(source.topic, name=name, loc=source.loc)
+                return self.flow.table(source.topic, bootstrap=source.bootstrap, name=name, loc=source.loc)
             return self.flow.source(source.topic, name=name, loc=source.loc)
 
         return Step("topic", source.loc, apply, needs="none")
@@ -543,7 +548,10 @@ class FlowTransformer(ExpressionRules):
         return Ref(list(children), self._loc(meta))
 
     def topic_source(self, meta: Any, children: list[Token]) -> TopicSource:
-        return TopicSource(_topic_text(children[0], self.file), self._loc(meta))
+        return TopicSource(_topic_text(children[0], self.file), self._loc(meta), len(children) > 1)
+
+    def bootstrap_option(self, meta: Any, children: list[Any]) -> bool:
+        return True
 
     def timer_source(self, meta: Any, children: list[Any]) -> TimerSource:
         interval, *value = children

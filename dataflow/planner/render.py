@@ -35,8 +35,10 @@ def describe_node(node: n.Node) -> dict[str, Any]:
     if isinstance(node, (n.Source, n.TableSource)):
         d.update(topic=node.topic, key=type_json(node.key_type), value=type_json(node.value_type),
                  serializer=node.serializer, key_serializer=node.key_serializer)
-        if isinstance(node, n.Source) and node.timestamp_field:
+        if node.timestamp_field:
             d["timestamp_field"] = node.timestamp_field
+        if isinstance(node, n.TableSource) and node.bootstrap:
+            d["bootstrap"] = True
     elif isinstance(node, n.Timer):
         d.update(interval=format_duration(node.interval_ms), value=render_expr(node.value))
     elif isinstance(node, n.Filter):
@@ -215,7 +217,8 @@ def _detail(node: dict[str, Any], topics: dict[str, Any]) -> str:
     kind = node["kind"]
     if kind in ("source", "table_source"):
         t = topics[node["topic"]]
-        return f"topic: {node['topic']}, {t['partitions']} partitions, {node['serializer']}"
+        return f"topic: {node['topic']}, {t['partitions']} partitions, {node['serializer']}" + \
+            (", bootstrap" if node.get("bootstrap") else "")
     if kind == "timer":
         return f"every {node['interval']}, emit {node['value']}"
     if kind == "filter":

@@ -168,7 +168,7 @@ def compile_agent(plan: ExecutionPlan, agent: AgentPlan | str, dead: Dead,
         else:  # a topic boundary written upstream: its successors here read it
             targets = [_entry(steps[t], edge) for t, edge in topo.outputs(reader) if t in members]
         entries.setdefault(topic, []).extend(targets)
-        ts_field = node.timestamp_field if isinstance(node, n.Source) else None
+        ts_field = node.timestamp_field if isinstance(node, (n.Source, n.TableSource)) else None
         timestamp_fields[topic] = tuple(ts_field.split(".")) if ts_field else None
         source_types[topic] = plan.schemas[reader]
     return CompiledAgent(agent.name, entries, outputs, steps, timestamp_fields, source_types)

@@ -5,7 +5,9 @@ as Kafka Streams does; each fetched batch is decoded once, pushed through the
 compiled steps of the agents that read its topic, its outputs are produced,
 and only then are its offsets acked. Commits take the highest consecutive
 acked offset (`runtime.offsets`), every `commit_every` messages or
-`commit_interval` seconds, and on shutdown.
+`commit_interval` seconds, and on shutdown. An agent that reads several topics (a join,
+a merge) takes their records in event-time order instead (`runtime.alignment`): its
+batches wait, decoded, in per-partition queues, and are acked as the queues drain.
 
 Malformed records (undecodable, not matching their declared type, or failing
 in a step) go to `<pipeline>-dead-letters` with their original key and value
@@ -48,6 +50,7 @@ from ..planner.naming import dead_letter_topic
 from ..planner.plan import ExecutionPlan
 from ..transport.base import TP, Consumer, Message, Producer, ProducerRecord, Transport
 from ..transport.kafka_topics import declarations_for, declare_topics
+from .alignment import Aligner, bootstrap_topics
 from .codecs import CodecError, get_codec
 from .engine import CompiledAgent, Output, Rec, Step, compile_agent
 from .event_time import EventTimeGuard, field_time
@@ -165,6 +168,10 @@ class Worker:
         self.timers: list[FlowTimer] = []  # the pipeline's timers, ticking while run() runs
         self._timer_tasks: list[asyncio.Future[Any]] = []
         self.agent_apps = AgentApps(transport)  # the apps of the Python agents the pipeline calls
+        # Tasks that read several inputs take their records in event-time order (runtime.alignment);
+        # their topics' records wait in its queues. None: no such task, today's direct path only.
+        self.aligner: Aligner | None = None
+        self._direct: dict[str, list[_Route]] = {}  # topic -> routes processed as fetched
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -193,6 +200,7 @@ class Worker:
                 FlowTimer(s.name, s.interval_ms / 1000, functools.partial(self._on_timer, agent.name, s),
                           clock=self.options.timer_clock, sleep=self.options.timer_sleep)
                 for s in compiled.steps.values() if isinstance(s, TimerStep))
+        self._align_routes()
         # Ticks run upstream first: what one step closes may feed (and close) the next.
         self.stateful.sort(key=lambda s: order.get(s.name, 0))
         for step in self.stateful:
@@ -207,9 +215,26 @@ class Worker:
                                                 on_assigned=self._on_assigned, on_revoked=self._on_revoked)
         await self.consumer.start()
 
+    def _align_routes(self) -> None:
+        """Send the routes of agents that read several topics through the aligner."""
+        for index, agent in enumerate(self.agents):
+            if len(agent.entries) < 2:
+                continue
+            if self.aligner is None:
+                self.aligner = Aligner(self.plan.settings.max_task_idle, 4 * self.options.batch_size)
+            bootstrap = bootstrap_topics(self.plan, self.plan.agents[index])
+            for topic in sorted(agent.entries):
+                for order, route in enumerate(r for r in self.routes[topic] if r.steps is agent.entries[topic]):
+                    self.aligner.register(route, index, topic, order, route.tombstones, topic in bootstrap)
+        aligned = self.aligner
+        self._direct = {topic: [r for r in routes if aligned is None or not aligned.owns(r)]
+                        for topic, routes in self.routes.items()}
+
     async def _on_assigned(self, tps: set[TP]) -> None:
         """Open and recover the tables of new partitions before any of their records is read."""
         async with self._lock:
+            if self.aligner is not None:
+                self.aligner.assign(tps)
             if self.state.has_state:
                 before = self.state.restored
                 try:
@@ -237,6 +262,8 @@ class Worker:
             finally:
                 self._ready -= tps
                 self.tracker.forget(tps)
+                if self.aligner is not None:
+                    self.aligner.revoke(tps)  # buffered records go unacked: the next owner replays them
                 await self.state.revoke(tps)
 
     async def stop(self) -> None:
@@ -304,19 +331,25 @@ class Worker:
         while not self._stopping.is_set():
             batches = await self.consumer.getmany(max_records=self.options.batch_size,
                                                   timeout=self.options.poll_timeout)
-            if batches:
+            if batches or (self.aligner is not None and self.aligner.buffered):
                 async with self._lock:
                     started = time.perf_counter()
-                    ready = self._take_ready(batches)
+                    ready = self._take_ready(batches) if batches else []
                     for tp in ready:
                         self._process(tp, batches[tp])
-                    self._tick()
-                    await self._flush()
-                    for tp in ready:
-                        self.tracker.ack(tp, batches[tp][-1].offset)
-                    self.monitor.on_batch(time.perf_counter() - started)
-                    await self.commit()
-            elif self._unwritten:
+                    done = await self._take_aligned() if self.aligner is not None else {}
+                    if batches or done:
+                        self._tick()
+                        await self._flush()
+                        for tp in ready:
+                            self.tracker.ack(tp, batches[tp][-1].offset)
+                        for tp, offset in done.items():
+                            self.tracker.ack(tp, offset)
+                        self.monitor.on_batch(time.perf_counter() - started)
+                        await self.commit()
+                        continue
+                # Records are buffered but none may be taken yet (an input is awaited): idle below.
+            if self._unwritten:
                 async with self._lock:  # caught up: make the outputs waiting for a transaction visible
                     await self._commit_now()
             elif until_idle and idle_when():
@@ -342,8 +375,43 @@ class Worker:
             if tp in self._ready and tp in assigned:
                 ready.append(tp)
             elif tp in assigned:
-                self.consumer.seek(tp, batches[tp][0].offset)
+                offset = batches[tp][0].offset
+                if self.aligner is not None and self.aligner.reads(tp.topic):
+                    # What its queues still hold is read again too: forget it, unacked.
+                    first = self.aligner.rewind(tp)
+                    self.tracker.forget([tp])
+                    offset = offset if first is None else min(first, offset)
+                self.consumer.seek(tp, offset)
         return ready
+
+    async def _take_aligned(self) -> dict[TP, int]:
+        """Process what the aligned tasks may take now; returns, per partition, the offset to
+        ack once the outputs are produced (tracked here, so it counts as in flight till then)."""
+        aligner = self.aligner
+        assert aligner is not None
+        await aligner.refresh(self.consumer)
+        aligner.run(self.consumer, time.monotonic(), self._process_slice)
+        done = aligner.progress()
+        for tp, offset in done.items():
+            self.tracker.track_offset(tp, offset)
+        pause, resume = aligner.flow_control()
+        assigned = self.consumer.assignment()
+        if pause:
+            self.consumer.pause(*[tp for tp in pause if tp in assigned])
+        if resume:
+            self.consumer.resume(*[tp for tp in resume if tp in assigned])
+        return done
+
+    def _process_slice(self, route: _Route, batch: list[Rec]) -> None:
+        """A slice of one aligned input (decoded when fetched) through its task's steps."""
+        if not self._direct.get(route.topic):  # else its asks were noted when fetched
+            for rec in batch:
+                m = rec[3]
+                if m.headers and reply_address(m.headers) is not None:
+                    self._asks[id(m)] = m
+        for step in route.steps:
+            step.push(batch)
+        self.monitor.on_events(route.agent, len(batch))
 
     def _tick(self) -> None:
         """Let stateful steps emit what the batch closed; count what they dropped as late."""
@@ -362,7 +430,8 @@ class Worker:
         its partitions over. Peers are checked first, so records they produced before their
         commit are inside the ends read for this worker's own partitions after it.
         """
-        if self.tracker.in_flight or self._unwritten or not await self.agent_apps.idle():
+        if self.tracker.in_flight or self._unwritten or not await self.agent_apps.idle() or \
+                (self.aligner is not None and self.aligner.buffered):
             return False
         assigned = self.consumer.assignment()
         everything = await self._partitions_read()
@@ -397,13 +466,20 @@ class Worker:
         return self._every_partition
 
     def _process(self, tp: TP, messages: list[Message]) -> None:
-        routes = self.routes.get(tp.topic, [])
+        routes = self._direct.get(tp.topic, [])
         self.monitor.on_received(tp.topic, len(messages))
         self.monitor.read[f"{tp.topic}[{tp.partition}]"] = messages[-1].offset + 1
-        # A batch is processed, produced and acked as a unit, so its last offset stands for
-        # all of it: the tracker's commit rule gives last + 1 once it is acked, at O(1) per batch.
-        self.tracker.track_offset(tp, messages[-1].offset)
         self._since_commit += len(messages)
+        if self.aligner is not None and self.aligner.reads(tp.topic):
+            # Queued for its tasks, decoded now (the event time may be a value field); its
+            # offsets are acked as the queues drain (`_take_aligned`), not with this batch.
+            self.aligner.push(tp, messages, functools.partial(self._decode, messages=messages))
+            if not routes:
+                return
+        else:
+            # A batch is processed, produced and acked as a unit, so its last offset stands for
+            # all of it: the tracker's commit rule gives last + 1 once it is acked, at O(1) per batch.
+            self.tracker.track_offset(tp, messages[-1].offset)
         for m in messages:
             if m.headers and reply_address(m.headers) is not None:
                 self._asks[id(m)] = m

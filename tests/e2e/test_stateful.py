@@ -176,17 +176,17 @@ async def test_table_table_join_re_emits_on_either_side(kind, tmp_path):
     names = flow.table("names", key=str)
     emails = flow.table("emails", key=str)
     names.join(emails, how="left", name="people").to("people-out")
-    inputs = {"names": [record({"name": "Ada"}, "u1")], "emails": [record({"email": "a@x"}, "u1"),
-                                                                    record({"email": "b@x"}, "u2")]}
+    inputs = {"names": [at(2_000, {"name": "Ada"}, "u1")], "emails": [at(1_000, {"email": "a@x"}, "u1"),
+                                                                       at(1_000, {"email": "b@x"}, "u2")]}
     run = await run_flow(kind, tmp_path, flow, inputs)
-    # emails come first (topics are read in name order): no left row yet, so nothing to emit
+    # emails come first (earlier in event time): no left row yet, so nothing to emit
     assert run.pairs("people-out") == [("u1", {"left": {"name": "Ada"}, "right": {"email": "a@x"}})]
     transport = make_transport(kind, tmp_path / "again")
     await transport.start()
     try:
         await run_on(transport, flow, inputs)
-        again = await run_on(transport, flow, {"emails": [record({"email": "new@x"}, "u1")],
-                                               "names": [record(None, "u1")]})
+        again = await run_on(transport, flow, {"emails": [at(3_000, {"email": "new@x"}, "u1")],
+                                               "names": [at(4_000, None, "u1")]})
     finally:
         await transport.stop()
     assert again.pairs("people-out")[1:] == [
