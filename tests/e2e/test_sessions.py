@@ -2,6 +2,7 @@
 `dataflow query` of a session table, with exact tables and outputs."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import orjson
 from typer.testing import CliRunner
 
 from dataflow.cli import app
+from dataflow.lang import parse_flow
 from dataflow.loader import load_pipeline
 
 from .conftest import record, run_flow
@@ -96,3 +98,16 @@ def test_dataflow_query_prints_the_live_sessions(tmp_path, monkeypatch, repo_roo
     result = CliRunner().invoke(app, ["query", flow, "visits", "--data-dir", "d", "--set", "partitions=1"])
     assert [(row["key"], row["value"]["window_start"]) for row in map(orjson.loads, result.stdout.splitlines())] == [
         ("u1", at(0)), ("u2", at(0)), ("u1", at(30)), ("u3", at(120))]
+
+
+async def test_the_session_example_of_docs_state_md_sends_what_it_says(tmp_path, repo_root):
+    doc = (repo_root / "docs" / "state.md").read_text()
+    section = doc.split("### Session windows", 1)[1].split("\n## ", 1)[0]
+    flow_text = re.findall(r"^```flow\n(.*?)^```", section, re.S | re.M)
+    inputs, outputs = re.findall(r"^```jsonl\n(.*?)^```", section, re.S | re.M)
+    assert len(flow_text) == 1
+    views = [record(view, view["user"]) for view in map(orjson.loads, inputs.splitlines())]
+    run = await run_flow("memory", tmp_path, parse_flow(flow_text[0], "state.md"), {"views": views})
+    assert [{"key": k, "value": v} for k, v in run.pairs("visit-updates")] == list(
+        map(orjson.loads, outputs.splitlines()))
+    assert [(k, v["views"], v["window_end"]) for k, v in run.tables["visits"]] == [(("ann", 0), 4, 60000)]
