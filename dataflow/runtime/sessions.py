@@ -70,7 +70,9 @@ class SessionStep(StatefulStep):
         self.retention = max(self.close_after, DEFAULT_EXPIRES_MS if window.expires_ms is None else window.expires_ms)
         # per partition: a heap of (due, action, start, encoded key); stale items are skipped when popped
         self._heaps: dict[int, list[tuple[int, int, int, bytes]]] = {}
-        self._expired_at: dict[int, int] = {}
+        # per partition: a heap of (end + retention, start, encoded key) of closed sessions, for expiry
+        # (a range scan of the table at every commit would cost as much as the table is large)
+        self._expiry: dict[int, list[tuple[int, int, bytes]]] = {}
 
     def present(self, key: Any, value: Any) -> Any:
         """The row users see for a stored session ``[end, accumulators]`` under ``(key, start)``."""
@@ -95,7 +97,6 @@ class SessionStep(StatefulStep):
         p = meta.partition
         part = self.table.partition(p)
         buffers = self.events_table.partition(p)
-        heap = self._heap(p)
         t = self.time_of(rec)
         stream_time = part.advance(t)
         gap, close_after = self.gap, self.close_after
@@ -121,17 +122,34 @@ class SessionStep(StatefulStep):
         agg, encode = self.aggregator, self.table.keys.encode
         args = agg.args(k, v, ts, meta)
         event = [seq, args]
+        if len(touched) == 1 and touched[0][0] <= t:
+            # the common case: the event extends one session and leaves its start; the newest
+            # event folds in last, so the stored accumulators stay valid (updated in place)
+            session = touched[0]
+            if t > session[1]:
+                session[1] = t
+            session[2].append(event)
+            entry[0] = seq + 1
+            buffers.put(kb, entry)
+            key = encode((k, session[0]))
+            stored = part.get(key)
+            stored[0] = session[1]
+            agg.add_args(stored[1], args)
+            part.put(key, stored)
+            if self.changes:
+                out.append((k, self.present((k, session[0]), stored), ts, meta))
+            return
         if not touched:
             start = end = t
             events = [event]
             acc = agg.add_args(agg.initial(), args)
             gone: list[list[Any]] = []
-        elif len(touched) == 1:
+        elif len(touched) == 1:  # the event moves the session's start earlier
             old = touched[0]
-            start, end, events = min(old[0], t), max(old[1], t), old[2]
-            events.append(event)  # the newest event folds in last: the stored accumulators stay valid
+            start, end, events = t, old[1], old[2]
+            events.append(event)
             acc = agg.add_args(part.get(encode((k, old[0])))[1], args)
-            gone = [old] if start != old[0] else []
+            gone = [old]
         else:
             start, end = min(t, touched[0][0]), max(t, max(s[1] for s in touched))
             events = sorted((e for s in touched for e in s[2]), key=lambda e: e[0])
@@ -144,10 +162,13 @@ class SessionStep(StatefulStep):
             part.delete(encode((k, old[0])))
         part.put(encode((k, start)), [end, acc])
         untouched.append([start, end, events])
-        untouched.sort(key=lambda s: s[0])
+        if len(untouched) > 1:
+            untouched.sort(key=lambda s: s[0])
         buffers.put(kb, [seq + 1, untouched])
-        if len(touched) != 1 or touched[0][0] != start or touched[0][1] != end:
-            heapq.heappush(heap, (end + close_after, _CLOSE, start, kb))
+        if not touched or touched[0][0] != start:
+            # one close item per session start: an item that comes due while its session has
+            # grown is pushed again with the new end (see _settle), not once per event
+            heapq.heappush(self._heap(p), (end + close_after, _CLOSE, start, kb))
         if self.changes:
             for old in gone:
                 out.append((k, {"window_start": old[0], "window_end": old[1]}, ts, meta))
@@ -171,8 +192,12 @@ class SessionStep(StatefulStep):
         return heap
 
     def _settle(self, p: int, heap: list[tuple[int, int, int, bytes]], item: tuple[int, int, int, bytes],
-                out: list[Rec]) -> None:
-        """Carry out one heap item, if it still describes a session that exists."""
+                stream_time: int | None, closed: list[tuple[int, int, bytes]]) -> None:
+        """Carry out one heap item, if it still describes a session that exists.
+
+        A session closes if stream time has passed its end plus gap and grace (always, when
+        ``stream_time`` is None: the end of input); ``closed`` collects ``(end, start, key)``.
+        """
         due, action, start, kb = item
         buffers = self.events_table.partition(p)
         entry = buffers.get(kb)
@@ -184,14 +209,15 @@ class SessionStep(StatefulStep):
             s, end, events = session
             if s != start:
                 continue
-            if action == _CLOSE and events is not None and end + close_after == due:
+            if action == _CLOSE and events is not None:
+                if stream_time is not None and end + close_after >= stream_time:
+                    heapq.heappush(heap, (end + close_after, _CLOSE, start, kb))  # it grew: not due yet
+                    return
                 session[2] = None  # closed: its events are never needed again
                 buffers.put(kb, entry)
                 heapq.heappush(heap, (end + gap + close_after, _FORGET, start, kb))
-                if not self.changes:
-                    k = orjson.loads(kb)
-                    stored = self.table.partition(p).get(self.table.keys.encode((k, start)))
-                    out.append((k, self.present((k, start), stored), end, _origin(self.name, p, end)))
+                heapq.heappush(self._expiry_heap(p), (end + self.retention, start, kb))
+                closed.append((end, start, kb))
             elif action == _FORGET and events is None and end + gap + close_after == due:
                 del sessions[i]  # no on-time event can touch it any more
                 if sessions:
@@ -200,16 +226,26 @@ class SessionStep(StatefulStep):
                     buffers.delete(kb)
             return
 
+    def _emit_closed(self, p: int, closed: list[tuple[int, int, bytes]], out: list[Rec]) -> None:
+        """``emit final``: the closed sessions' rows, by end, start and key."""
+        if self.changes:
+            return
+        part, encode = self.table.partition(p), self.table.keys.encode
+        for end, start, kb in sorted(closed):
+            k = orjson.loads(kb)
+            out.append((k, self.present((k, start), part.get(encode((k, start)))), end, _origin(self.name, p, end)))
+
     def tick(self) -> None:
         out: list[Rec] = []
-        for p in sorted(self._heaps):
-            part = self.table.partitions.get(p)
-            heap = self._heaps[p]
-            if part is None or part.stream_time is None:
+        for p in sorted(self.table.partitions):
+            stream_time = self.table.partitions[p].stream_time
+            if stream_time is None:
                 continue
-            stream_time = part.stream_time
+            heap = self._heap(p)
+            closed: list[tuple[int, int, bytes]] = []
             while heap and heap[0][0] < stream_time:
-                self._settle(p, heap, heapq.heappop(heap), out)
+                self._settle(p, heap, heapq.heappop(heap), stream_time, closed)
+            self._emit_closed(p, closed, out)
         self.emit(out)
 
     def finish(self) -> None:
@@ -217,29 +253,45 @@ class SessionStep(StatefulStep):
         out: list[Rec] = []
         for p in sorted(self.events_table.partitions):
             heap = self._heap(p)
-            closing = sorted(item for item in heap if item[1] == _CLOSE)
+            closing = [item for item in heap if item[1] == _CLOSE]
             heap[:] = [item for item in heap if item[1] != _CLOSE]
             heapq.heapify(heap)
+            closed: list[tuple[int, int, bytes]] = []
             for item in closing:
-                self._settle(p, heap, item, out)
+                self._settle(p, heap, item, None, closed)
+            self._emit_closed(p, closed, out)
         self.emit(out)
 
+    def _expiry_heap(self, p: int) -> list[tuple[int, int, bytes]]:
+        """The partition's expiry heap, rebuilt from its table (once) after an assignment or restart."""
+        heap = self._expiry.get(p)
+        if heap is None:
+            retention, decode = self.retention, self.table.keys.decode
+            heap = [(end + retention, start, orjson.dumps(k))
+                    for (k, start), (end, _) in ((decode(key), value) for key, value in self.table.partition(p).range())]
+            heapq.heapify(heap)
+            self._expiry[p] = heap
+        return heap
+
     def before_commit(self) -> None:
-        retention, keys = self.retention, self.table.keys
+        encode = self.table.keys.encode
         for p, part in self.table.partitions.items():
             stream_time = part.stream_time
-            if stream_time is None or self._expired_at.get(p) == stream_time:
+            if stream_time is None:
                 continue
-            self._expired_at[p] = stream_time
-            # end >= start: only sessions starting before stream time - retention can have expired
-            for key, (end, _) in list(part.range(None, keys.start_bound(stream_time - retention))):
-                if end + retention < stream_time:
+            heap = self._expiry_heap(p)
+            while heap and heap[0][0] < stream_time:
+                due, start, kb = heapq.heappop(heap)
+                key = encode((orjson.loads(kb), start))
+                stored = part.get(key)
+                # a session still open when the heap was rebuilt may have grown since: its item is stale
+                if stored is not ABSENT and stored[0] + self.retention == due:
                     part.delete(key)
 
     def on_assigned(self, partition: int) -> None:
         self._heaps.pop(partition, None)
-        self._expired_at.pop(partition, None)
+        self._expiry.pop(partition, None)
 
     def on_revoked(self, partition: int) -> None:
         self._heaps.pop(partition, None)
-        self._expired_at.pop(partition, None)
+        self._expiry.pop(partition, None)

@@ -76,6 +76,9 @@ event = st.fixed_dictionaries({"k": st.sampled_from(["a", "b", "c"]), "ts": st.i
 # a bridge between a session and an older one that arrived later: the merge folds in arrival order
 @example(events=[{"k": "a", "ts": 20, "x": 1}, {"k": "a", "ts": 0, "x": 2}, {"k": "a", "ts": 10, "x": 3}],
          split=2, gap=10, grace=40, expires=None, partitions=1, batch_size=1)
+# after the restart only extensions of a's session: b's session must still close
+@example(events=[{"k": "a", "ts": 0, "x": 1}, {"k": "b", "ts": 0, "x": 2}, {"k": "a", "ts": 20, "x": 3},
+                 {"k": "a", "ts": 40, "x": 4}], split=2, gap=25, grace=0, expires=None, partitions=1, batch_size=1)
 def test_sessions_match_the_reference_across_a_restart(events, split, gap, grace, expires, partitions, batch_size):
     expires = None if expires is None else gap + grace + expires
     plan = make_plan(gap, grace, expires, partitions)
