@@ -52,6 +52,11 @@ __all__ = ["SessionStep"]
 _CLOSE, _FORGET = 0, 1  # what a heap item does when stream time passes its due time
 
 
+def _compact(data: bytes) -> bytes:
+    """A right-sized copy of orjson's output (which keeps its ~4 KiB buffer) to keep in a heap."""
+    return memoryview(data).tobytes()
+
+
 class SessionStep(StatefulStep):
     """An aggregate over session windows (see the module docstring for the rules)."""
 
@@ -168,7 +173,7 @@ class SessionStep(StatefulStep):
         if not touched or touched[0][0] != start:
             # one close item per session start: an item that comes due while its session has
             # grown is pushed again with the new end (see _settle), not once per event
-            heapq.heappush(self._heap(p), (end + close_after, _CLOSE, start, kb))
+            heapq.heappush(self._heap(p), (end + close_after, _CLOSE, start, _compact(kb)))
         if self.changes:
             for old in gone:
                 out.append((k, {"window_start": old[0], "window_end": old[1]}, ts, meta))
@@ -267,7 +272,7 @@ class SessionStep(StatefulStep):
         heap = self._expiry.get(p)
         if heap is None:
             retention, decode = self.retention, self.table.keys.decode
-            heap = [(end + retention, start, orjson.dumps(k))
+            heap = [(end + retention, start, _compact(orjson.dumps(k)))
                     for (k, start), (end, _) in ((decode(key), value) for key, value in self.table.partition(p).range())]
             heapq.heapify(heap)
             self._expiry[p] = heap
