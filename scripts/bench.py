@@ -86,17 +86,16 @@ def payload(i: int) -> bytes:
     return b'{"id":%d,"user":"user-%d","amount":%d.5}' % (i, i % 1000, i % 1000)
 
 
-def _mix(i: int) -> int:
-    return (i * 2654435761 + 12345) % 2**32 >> 8
-
-
-def session_key(i: int) -> bytes:
-    return b'"user-%d"' % (_mix(i) % KEYS)
-
-
-def session_payload(i: int) -> bytes:
-    jitter = _mix(i + 1) % 500 if _mix(i + 2) % 10 == 0 else 0
-    return b'{"id":%d,"user":"user","amount":1.5,"ts":%d}' % (i, 1_000_000 + i - jitter)
+def session_events(records: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) of the session scenario: random keys, 1 ms apart, 10% up to 0.5 s late."""
+    import random
+    rng = random.Random(7)
+    out = []
+    for i in range(records):
+        jitter = rng.randrange(500) if rng.random() < 0.1 else 0
+        out.append((b'"user-%d"' % rng.randrange(KEYS),
+                    b'{"id":%d,"user":"user","amount":1.5,"ts":%d}' % (i, 1_000_000 + i - jitter)))
+    return out
 
 
 def expected_finals(rows: list) -> int:
@@ -132,10 +131,10 @@ async def measure(scenario: str, transport_kind: str, records: int, data_dir: st
         chunk = 20_000
         keyed = scenario == "keyed-count"
         sessions = scenario == "session"
+        timed = session_events(records) if sessions else []
         for start in range(0, records, chunk):
             if sessions:
-                batch = [ProducerRecord("events", session_key(i), session_payload(i))
-                         for i in range(start, min(records, start + chunk))]
+                batch = [ProducerRecord("events", k, v) for k, v in timed[start:start + chunk]]
             else:
                 batch = [ProducerRecord("events", key(i) if keyed else None, payload(i))
                          for i in range(start, min(records, start + chunk))]
