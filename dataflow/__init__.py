@@ -6,13 +6,13 @@
 """
 from __future__ import annotations
 
-from .builder import (Branches, Col, Flow, Stream, Table, Timestamp, TopicDecl, agg, avg, col, collect, count, fn, hopping,
-                      key, latest, lit, max_, min_, record, reduce, set_, sliding, sum_, timestamp, tumbling, udf,
-                      value)
+from .builder import (Branches, Col, Flow, Stream, Table, Timestamp, TopicDecl, agg, avg, col, collect, count, fn,
+                      hopping, key, latest, lit, max_, min_, record, reduce, session, set_, sliding, sum_, timestamp,
+                      tumbling, udf, value)
 from .ir.records import Record
 
 __version__ = "0.1.0"
 
 __all__ = ["Flow", "Stream", "Table", "Branches", "TopicDecl", "Record", "Col", "col", "lit", "key", "value",
-           "timestamp", "Timestamp", "record", "udf", "fn", "agg", "tumbling", "hopping", "sliding", "count", "sum_", "min_",
-           "max_", "avg", "collect", "set_", "latest", "reduce"]
+           "timestamp", "Timestamp", "record", "udf", "fn", "agg", "tumbling", "hopping", "sliding", "session", "count",
+           "sum_", "min_", "max_", "avg", "collect", "set_", "latest", "reduce"]

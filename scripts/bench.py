@@ -8,6 +8,10 @@ Scenarios (1M small JSON records by default; `--records N` to scale down):
   keyed-count  a running count per key (10k keys, 4 partitions) in a table; on the local log
                that is LevelDB stores, one changelog record per changed key per commit, and
                the outputs + changelog + offsets transaction of every commit
+  session      session windows (gap 20s, grace 1s, emit final) counting events per session:
+               10k keys drawn at random, 1 ms of event time per record (so a key's events are
+               about 10 s apart and a session holds about 7 of them), 10% up to 0.5 s out of
+               order; the session table, its event buffer and the closed sessions sent to `out`
 
 Each scenario runs in a fresh subprocess, so peak memory (`ru_maxrss`) is its own. The
 input is produced before timing; the clock runs from the start of consuming until the
@@ -32,19 +36,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SCENARIOS = ("chain", "repartition", "keyed-count")
+SCENARIOS = ("chain", "repartition", "keyed-count", "session")
+SESSION_GAP, SESSION_GRACE = 20_000, 1_000
 KEYS = 10_000
 TRANSPORTS = ("memory", "local")
 
 
 def build(scenario: str):  # type: ignore[no-untyped-def]
-    from dataflow import Flow, Record, col, fn
+    from dataflow import Flow, Record, agg, col, fn, session
 
     class Event(Record):
         id: int
         user: str
         amount: float
 
+    if scenario == "session":
+        class Timed(Event):
+            ts: int
+
+        flow = Flow(f"bench-{scenario}", partitions=4)
+        (flow.source("events", key=str, value=Timed)
+             .window(session(f"{SESSION_GAP}ms", grace=f"{SESSION_GRACE}ms", on="ts"))
+             .aggregate(n=agg.count(), name="sessions", emit="final").to("out"))
+        return flow
     if scenario == "keyed-count":
         flow = Flow(f"bench-{scenario}", partitions=4)
         flow.source("events", key=str, value=Event).count(name="counts")
@@ -72,6 +86,31 @@ def payload(i: int) -> bytes:
     return b'{"id":%d,"user":"user-%d","amount":%d.5}' % (i, i % 1000, i % 1000)
 
 
+def session_events(records: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) of the session scenario: random keys, 1 ms apart, 10% up to 0.5 s late."""
+    import random
+    rng = random.Random(7)
+    out = []
+    for i in range(records):
+        jitter = rng.randrange(500) if rng.random() < 0.1 else 0
+        out.append((b'"user-%d"' % rng.randrange(KEYS),
+                    b'{"id":%d,"user":"user","amount":1.5,"ts":%d}' % (i, 1_000_000 + i - jitter)))
+    return out
+
+
+def expected_finals(rows: list) -> int:
+    """Sessions closed by their partition's stream time (the latest event time it saw)."""
+    import orjson
+
+    from dataflow.transport.base import partition_for
+    latest: dict[int, int] = {}
+    for (k, _start), v in rows:
+        p = partition_for(orjson.dumps(k), 4)
+        latest[p] = max(latest.get(p, v["window_end"]), v["window_end"])
+    return sum(1 for (k, _start), v in rows
+               if v["window_end"] + SESSION_GAP + SESSION_GRACE < latest[partition_for(orjson.dumps(k), 4)])
+
+
 async def measure(scenario: str, transport_kind: str, records: int, data_dir: str) -> dict:
     from dataflow.planner import plan as build_plan
     from dataflow.runtime.process import tune_for_throughput
@@ -91,9 +130,15 @@ async def measure(scenario: str, transport_kind: str, records: int, data_dir: st
         producer = transport.producer()
         chunk = 20_000
         keyed = scenario == "keyed-count"
+        sessions = scenario == "session"
+        timed = session_events(records) if sessions else []
         for start in range(0, records, chunk):
-            await producer.send_batch([ProducerRecord("events", key(i) if keyed else None, payload(i))
-                                       for i in range(start, min(records, start + chunk))])
+            if sessions:
+                batch = [ProducerRecord("events", k, v) for k, v in timed[start:start + chunk]]
+            else:
+                batch = [ProducerRecord("events", key(i) if keyed else None, payload(i))
+                         for i in range(start, min(records, start + chunk))]
+            await producer.send_batch(batch)
         await producer.flush()
         tune_for_throughput()  # as `dataflow run` does
         rss_before = _rss_now()
@@ -101,11 +146,18 @@ async def measure(scenario: str, transport_kind: str, records: int, data_dir: st
         await worker.run(until_idle=True)
         if keyed:
             rows = worker.tables["counts"].rows()
+        if sessions:
+            rows = worker.tables["sessions"].rows()
         await worker.stop()
         seconds = time.perf_counter() - started
         sent = worker.monitor.as_dict()["messages_sent_by_topic"]
+        extra = {}
         if keyed:
             assert len(rows) == min(KEYS, records) and sum(v["count"] for _, v in rows) == records, len(rows)
+        elif sessions:  # nothing late, nothing expired: every event is in one session
+            assert sum(v["n"] for _, v in rows) == records and worker.monitor.as_dict()["late_events"] == 0
+            assert sent.get("out", 0) == expected_finals(rows), (sent, expected_finals(rows))
+            extra = {"sessions": len(rows), "closed_sessions_sent": sent.get("out", 0)}
         else:
             assert sent.get("out") == records, sent
     finally:
@@ -116,6 +168,7 @@ async def measure(scenario: str, transport_kind: str, records: int, data_dir: st
         "changelog_records": worker.monitor.changelog_records,
         "rss_before_mb": round(rss_before / 2**20, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **extra,
     }
 
 
@@ -150,7 +203,9 @@ def main() -> None:
                 print(f"{scenario:<12} {kind:<7} {result['records']:>9,} records  {result['seconds']:>7.2f} s  "
                       f"{result['events_per_second']:>9,} events/s  peak RSS {result['peak_rss_mb']:>7.1f} MB "
                       f"(before consuming {result['rss_before_mb']:.1f} MB)"
-                      + (f"  changelog records {result['changelog_records']:,}" if result["changelog_records"] else ""),
+                      + (f"  changelog records {result['changelog_records']:,}" if result["changelog_records"] else "")
+                      + (f"  sessions {result['sessions']:,} ({result['closed_sessions_sent']:,} closed and sent)"
+                         if "sessions" in result else ""),
                       flush=True)
 
 

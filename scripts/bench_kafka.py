@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Throughput on Kafka: dataflow's W1, W2 and W3 beside a raw aiokafka loop, on a local Tansu broker.
+"""Throughput on Kafka: dataflow's W1, W2, W3 and W4 beside a raw aiokafka loop, on a local Tansu broker.
 
 Input: 200,000 JSON records such as `{"id":41,"user":"user-41","amount":41.5,"ts":...}`, keyed
 by one of 1,000 users, on a 4-partition topic, produced before timing. `ts` is event time in
 epoch ms, 1 ms apart (record i at T0 + i ms), so 200,000 records span 200 s: twenty 10-second
-windows, each holding 10 records of every user. Only W3 reads it.
+windows, each holding 10 records of every user. Only W3 and W4 read it.
 
   raw  a hand-written aiokafka loop: getmany -> orjson.loads -> filter -> map ->
        orjson.dumps -> producer.send -> await the batch -> commit (W1's work)
@@ -14,18 +14,24 @@ windows, each holding 10 records of every user. Only W3 reads it.
        its changelog -> every update (emit changes) to an output topic
   W3   group_by(user) -> 10-second tumbling windows on `ts` -> count, emit final (each
        window once, when it closes) -> to an output topic
+  W4   sessions: each user is active 20 s out of every 30 (a filter keeps a user's records of
+       seconds n with (n + user) % 30 < 20: 2/3 of the input) -> group_by(user) -> session
+       windows on `ts`, gap 5 s -> count, emit final -> to an output topic. A user's records
+       are 1 s apart, so a session holds 20 of them and ends with 11 s of silence.
 
-W1, W2 and W3 are run by dataflow's Worker on kafka://, with a fresh temporary data_dir
+W1 to W4 are run by dataflow's Worker on kafka://, with a fresh temporary data_dir
 (so tables are LevelDB stores) and the plan's commit settings. Every run reads with a fresh
 consumer group and writes fresh output topics, with acks=all and 256 KiB batches, keys
 kept. The raw loop sends record by record with linger_ms=5 (its fastest setting);
 dataflow's driver sends each partition's share of a batch as one closed batch, so it does
 not linger. The clock runs from the first fetch (after the group join) until every input
-record is consumed, every output acknowledged and the offsets committed. After each W2/W3
+record is consumed, every output acknowledged and the offsets committed. After each W2/W3/W4
 run (not timed) the output topic is read back and checked against a reference computed
 here: W2's last update per user must be {n: 200, total: 200 * (k + 0.5)}, W3's windows
-must each count 10 with every closed window present once. Runs alternate (raw, W1, W2,
-W3, raw, ...) and each is reported as the median of `--repeat` (3) runs in msgs/s of input.
+must each count 10 with every closed window present once, W4's sessions must be exactly the
+reference's (bounds and count), every surely-closed one once and no open one. Runs alternate
+(raw, W1, W2, W3, W4, raw, ...) and each is reported as the median of `--repeat` (3) runs
+in msgs/s of input.
 
     .venv/bin/python scripts/bench_kafka.py                   # starts its own Tansu broker
     .venv/bin/python scripts/bench_kafka.py --records 50000   # quicker
@@ -58,7 +64,8 @@ THRESHOLD = 100  # amount >= 100 keeps 90% of the records
 T0 = 1_790_000_000_000  # event time of record 0 (epoch ms, a multiple of the window size)
 TS_STEP = 1  # ms of event time between consecutive records
 WINDOW_MS = 10_000
-WORKLOADS = ("raw", "w1", "w2", "w3")
+SESSION_GAP_MS = 5_000
+WORKLOADS = ("raw", "w1", "w2", "w3", "w4")
 
 
 def payload(i: int) -> bytes:
@@ -166,6 +173,25 @@ async def read_topic(url: str, topic: str) -> list[tuple[bytes | None, bytes | N
         await consumer.stop()
 
 
+def active(v: dict) -> bool:
+    """W4's filter: user u is active in seconds n with (n + u) % 30 < 20 (record i = n * KEYS + u)."""
+    return (v["id"] // KEYS + v["id"] % KEYS) % 30 < 20
+
+
+def build_w4(topic: str, tag: str):  # type: ignore[no-untyped-def]
+    from dataflow import Flow, session
+
+    flow = Flow(f"bench-w4-{tag}", partitions=PARTITIONS)
+    (flow.source(topic, key=str, value=_event_type(), partitions=PARTITIONS)
+         .filter(active, name="active")
+         .group_by("user", name="by_user")
+         .window(session(f"{SESSION_GAP_MS // 1000}s", on="ts"))
+         .count(name="sessions", emit="final")
+         .changes()
+         .to(f"w4-out-{tag}"))
+    return flow, f"w4-out-{tag}"
+
+
 def check_w2(records: list[tuple[bytes | None, bytes | None]], inputs: int) -> str | None:
     """W2's last update per user must equal the reference count and sum; None if it does."""
     import orjson
@@ -217,8 +243,46 @@ def check_w3(records: list[tuple[bytes | None, bytes | None]], inputs: int) -> s
     return None
 
 
-CHECKS = {"w2": check_w2, "w3": check_w3}
-BUILDERS = {"w1": build_w1, "w2": build_w2, "w3": build_w3}
+def check_w4(records: list[tuple[bytes | None, bytes | None]], inputs: int) -> str | None:
+    """W4's sessions must be the reference's, every surely-closed one once and no open one."""
+    import orjson
+
+    times: dict[str, list[int]] = {}
+    for i in range(inputs):
+        if active({"id": i}):
+            times.setdefault(f"user-{i % KEYS}", []).append(T0 + i * TS_STEP)
+    reference: dict[tuple[str, int], tuple[int, int]] = {}  # (user, start) -> (end, count)
+    for user, ts in times.items():
+        start = prev = ts[0]
+        n = 0
+        for t in ts:
+            if t - prev > SESSION_GAP_MS:
+                reference[(user, start)] = (prev, n)
+                start, n = t, 0
+            prev, n = t, n + 1
+        reference[(user, start)] = (prev, n)
+    last_ts = T0 + (inputs - 1) * TS_STEP
+    seen: dict[tuple[str, int], tuple[int, int]] = {}
+    for k, v in records:
+        row = orjson.loads(v)  # type: ignore[arg-type]
+        w = (orjson.loads(k) if k else None, row["window_start"])
+        if w in seen:
+            return f"session {w} emitted twice"
+        seen[w] = (row["window_end"], row["count"])
+    wrong = [(w, got, reference.get(w)) for w, got in seen.items() if reference.get(w) != got]
+    if wrong:
+        return f"{len(wrong)} sessions unlike the reference (e.g. {wrong[:3]})"
+    # as for W3: a partition's stream time is within KEYS records of the last ts
+    missing = [w for w, (end, _) in reference.items()
+               if end + SESSION_GAP_MS < last_ts - KEYS * TS_STEP and w not in seen]
+    early = [w for w in seen if seen[w][0] + SESSION_GAP_MS >= last_ts]
+    if missing or early:
+        return f"{len(missing)} closed sessions missing (e.g. {missing[:3]}), {len(early)} open sessions emitted"
+    return None
+
+
+CHECKS = {"w2": check_w2, "w3": check_w3, "w4": check_w4}
+BUILDERS = {"w1": build_w1, "w2": build_w2, "w3": build_w3, "w4": build_w4}
 
 
 async def run_flow(name: str, url: str, topic: str, records: int) -> dict[str, object]:
@@ -323,7 +387,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workloads", type=parse_workloads, default=list(WORKLOADS),
-                        help="comma-separated, of raw,w1,w2,w3 (default: all)")
+                        help="comma-separated, of raw,w1,w2,w3,w4 (default: all)")
     parser.add_argument("--broker", help="kafka://HOST:PORT of a running broker; default: start Tansu")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args()

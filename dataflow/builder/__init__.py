@@ -8,9 +8,9 @@
 from .expressions import Col, col, fn, key, lit, record, timestamp, udf, value
 from .flow import Branches, Flow, Stream, Table, TopicDecl
 from .types import Timestamp
-from .windows import (WindowSpec, agg, avg, collect, count, hopping, latest, max_, min_, reduce, set_, sliding,
-                      sum_, tumbling)
+from .windows import (WindowSpec, agg, avg, collect, count, hopping, latest, max_, min_, reduce, session, set_,
+                      sliding, sum_, tumbling)
 
 __all__ = ["Flow", "Stream", "Table", "Branches", "TopicDecl", "Col", "col", "lit", "key", "value", "timestamp",
-           "record", "udf", "fn", "Timestamp", "agg", "tumbling", "hopping", "sliding", "WindowSpec", "count", "sum_", "min_",
-           "max_", "avg", "collect", "set_", "latest", "reduce"]
+           "record", "udf", "fn", "Timestamp", "agg", "tumbling", "hopping", "sliding", "session", "WindowSpec", "count",
+           "sum_", "min_", "max_", "avg", "collect", "set_", "latest", "reduce"]

@@ -61,6 +61,21 @@ def sliding(size: Duration, *, grace: Duration = 0, expires: Duration | None = N
     return _spec("sliding", size, None, grace, expires, on, time)
 
 
+def session(gap: Duration, *, grace: Duration = 0, expires: Duration | None = None,
+            on: str | None = None, time: str | None = None) -> WindowSpec:
+    """Sessions of activity per key, split by `gap` of inactivity (Kafka Streams' session windows).
+
+    A session holds a key's events from its first to its last, each within `gap` of the
+    next; an event that bridges two sessions merges them. A session closes once stream
+    time passes its last event plus `gap` plus `grace`:
+
+    >>> s = session("30m", grace="1m", on="ts")
+    >>> (s.window, s.size_ms, s.grace_ms)
+    ('session', 1800000, 60000)
+    """
+    return _spec("session", gap, None, grace, expires, on, time)
+
+
 class _Aggregations:
     """`agg.count()`, `agg.sum("amount")`, ... — the right-hand sides of `aggregate(...)`."""
 

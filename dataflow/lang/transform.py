@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from lark import Token, Tree
 
-from ..builder import Branches, Flow, Stream, Table, WindowSpec, hopping, sliding, tumbling
+from ..builder import Branches, Flow, Stream, Table, WindowSpec, hopping, session, sliding, tumbling
 from ..builder.flow import AGENT_PATH
 from ..builder.windows import agg
 from ..ir import expr as ir
@@ -37,7 +37,8 @@ from ..ir.types import ANY, RecordType, Field, Type
 from .diagnostics import LangError, Silent, did_you_mean
 from .expressions import ExpressionRules, UdfInfo, check_udf_path, decode_string, field_path_text
 
-WINDOWS: dict[str, Callable[..., WindowSpec]] = {"tumbling": tumbling, "hopping": hopping, "sliding": sliding}
+WINDOWS: dict[str, Callable[..., WindowSpec]] = {"tumbling": tumbling, "hopping": hopping, "sliding": sliding,
+                                                 "session": session}
 #: names the builder's `branch(**predicates)` takes for itself
 RESERVED_BRANCH_NAMES = ("name", "default", "loc")
 
@@ -616,7 +617,7 @@ class FlowTransformer(ExpressionRules):
         kind = kind_token.value
         if kind not in WINDOWS:
             raise LangError(f"unknown window '{kind}'", self._loc(kind_token),
-                            did_you_mean(kind, WINDOWS, "windows are: tumbling, hopping, sliding"))
+                            did_you_mean(kind, WINDOWS, "windows are: tumbling, hopping, sliding, session"))
         options: dict[str, Option] = {}
         for option in rest:
             _once(options, option)

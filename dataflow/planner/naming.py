@@ -28,7 +28,7 @@ def join_store(join: str, side: str) -> str:
 
 
 def window_events_store(aggregate: str) -> str:
-    """The store of a sliding-window aggregate's buffered events (its windows are rebuilt from them)."""
+    """The store of a sliding or session window aggregate's buffered events (its windows are rebuilt from them)."""
     return f"{aggregate}.events"
 
 
@@ -41,12 +41,17 @@ def internal_topic_names(topology: Topology, node: n.Node) -> list[str]:
         return [node.topic]
     if isinstance(node, (n.Aggregate, n.ToTable)):
         names = [changelog_topic(app, node.name)]
-        if _is_sliding(topology, node):
+        if _buffers_events(topology, node):
             names.append(changelog_topic(app, window_events_store(node.name)))
         return names
     return []
 
 
-def _is_sliding(topology: Topology, node: n.Node) -> bool:
-    return any(isinstance(w := topology.node(p), n.Window) and w.window == "sliding"
+def buffers_events(window: n.Node | None) -> bool:
+    """Does this window keep its events in a second store (sliding and session windows)?"""
+    return isinstance(window, n.Window) and window.window in ("sliding", "session")
+
+
+def _buffers_events(topology: Topology, node: n.Node) -> bool:
+    return any(buffers_events(topology.node(p))
                for p in topology.predecessors(node.name))

@@ -17,7 +17,7 @@ from ..ir.schema import StreamSchema, infer_schemas
 from ..ir.settings import Settings
 from ..ir.topology import Topology
 from ..ir.types import ANY, Type
-from .naming import changelog_topic, dead_letter_topic, join_store, window_events_store
+from .naming import buffers_events, changelog_topic, dead_letter_topic, join_store, window_events_store
 from .passes import PASSES
 from .split_subtopologies import SubTopology, split_subtopologies
 from .validate import check
@@ -149,7 +149,7 @@ def _stores(topology: Topology, schemas: dict[str, StreamSchema]) -> tuple[Store
             out.append(StorePlan(node.name, node.name, "aggregate" if isinstance(node, n.Aggregate) else "table",
                                  changelog_topic(app, node.name), schema.partitions, schema.key, schema.value,
                                  window))  # type: ignore[arg-type]
-            if window is not None and window.window == "sliding":  # type: ignore[attr-defined]
+            if buffers_events(window):
                 events = window_events_store(node.name)
                 out.append(StorePlan(events, node.name, "window-events", changelog_topic(app, events),
                                      schema.partitions, schema.key, ANY))

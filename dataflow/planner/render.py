@@ -77,6 +77,12 @@ def describe_node(node: n.Node) -> dict[str, Any]:
     return d
 
 
+def _window_size(window: dict[str, Any]) -> str:
+    """`tumbling 1m`; a session window's size is its gap: `session gap 30m`."""
+    gap = "gap " if window["window"] == "session" else ""
+    return f"{window['window']} {gap}{window['size']}"
+
+
 def _agg_text(a: n.Aggregation) -> str:
     if a.function == "reduce":
         arg = render_expr(a.arg) if a.arg is not None else "_value"
@@ -173,7 +179,7 @@ def to_text(plan: ExecutionPlan, locations: bool = True) -> str:
         window = ""
         if st["window"]:
             w = st["window"]
-            window = f", {w['window']} {w['size']}" + (f" every {w['step']}" if w.get("step") else "")
+            window = f", {_window_size(w)}" + (f" every {w['step']}" if w.get("step") else "")
         lines.append(f"  {st['name']} ({st['kind']}{window}, {st['partitions']} partitions, changelog: {st['changelog']})")
     return "\n".join(lines) + "\n"
 
@@ -240,7 +246,7 @@ def _detail(node: dict[str, Any], topics: dict[str, Any]) -> str:
         reason = f", {node['reason']}" if node.get("reason") else ""
         return f"topic: {node['topic']}, {node['partitions']} partitions{reason}"
     if kind == "window":
-        parts = [f"{node['window']} {node['size']}"]
+        parts = [_window_size(node)]
         if node["step"]:
             parts.append(f"every {node['step']}")
         parts.append(f"on {node['time_field']}" if node["time_field"] else f"{node['time']} time")

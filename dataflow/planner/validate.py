@@ -119,8 +119,13 @@ def _windows(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagn
                     f"the step ({format_duration(node.step_ms)}) of a hopping window is larger than its size "
                     f"({format_duration(node.size_ms)}): events between windows would be lost", node.loc,
                     "use a step no larger than the size", rule="window"))
+        elif node.step_ms is not None:
+            out.append(Diagnostic(f"only hopping windows take a step; a {node.window} window does not", node.loc,
+                                  "drop the step" + (": sessions are split by their gap"
+                                                     if node.window == "session" else ""), rule="window"))
         if node.expires_ms is not None and node.expires_ms < node.size_ms + node.grace_ms:
-            out.append(Diagnostic("a window cannot expire before it closes (expires < size + grace)", node.loc,
+            size = "gap" if node.window == "session" else "size"
+            out.append(Diagnostic(f"a window cannot expire before it closes (expires < {size} + grace)", node.loc,
                                   rule="window"))
         inputs = [schemas.get(p) for p in topology.predecessors(node.name)]
         if any(s is not None and s.is_table for s in inputs):

@@ -532,6 +532,14 @@ def compile_stateful(node: n.Node, plan: Any, dead: Dead, tables: dict[str, Tabl
     if isinstance(node, n.Aggregate):
         upstream = plan.schemas[topo.predecessors(node.name)[0]]
         store = plan.store(node.name)
+        if store.window is not None and store.window.window == "session":
+            from .sessions import SessionStep  # sessions build on this module's StatefulStep
+            session = SessionStep(node, store.window,
+                                  Aggregator(node.aggregations, Scope(upstream.key, upstream.value), node.loc.file),
+                                  tables[node.name], tables[window_events_store(node.name)], dead,
+                                  event_time_getter(store.window, EventTimeGuard.of(plan.settings)))
+            tables[node.name].present = session.present
+            return session
         window = WindowSpec.of(store.window) if store.window is not None else None
         step = AggregateStep(node, Aggregator(node.aggregations, Scope(upstream.key, upstream.value), node.loc.file),
                              tables[node.name], dead, window,

@@ -38,8 +38,7 @@ class WindowSpec:
     @classmethod
     def of(cls, node: n.Window) -> WindowSpec:
         if node.window == "session":
-            raise ValueError(f"{node.loc}: session windows are not supported; "
-                             "hint: use a sliding window of the session gap")
+            raise ValueError(f"{node.loc}: a session window has no fixed windows (see runtime.sessions)")
         return cls(node.window, node.size_ms, node.step_ms, node.grace_ms, node.expires_ms)
 
     @property

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from dataflow import Flow, Record, agg, sliding, tumbling
+from dataflow import Flow, Record, agg, session, sliding, tumbling
 from dataflow.planner import plan as build_plan
 from dataflow.planner.plan import ExecutionPlan
 from dataflow.runtime.query import read_table
@@ -33,8 +33,8 @@ from dataflow.transport.base import TP, ProducerRecord
 from dataflow.transport.local import LocalTransport
 
 PARTITIONS = 2
-TABLES = ("counts", "per_window", "recent", "recent.events")  # recent.events: the sliding window's buffer
-SINKS = ("counts-out", "windows-out", "recent-out")
+TABLES = ("counts", "per_window", "recent", "recent.events", "sessions", "sessions.events")  # NAME.events: buffers
+SINKS = ("counts-out", "windows-out", "recent-out", "sessions-out")
 
 
 class Ev(Record):
@@ -53,6 +53,8 @@ def make_plan() -> ExecutionPlan:
         .aggregate(count=agg.count(), total=agg.sum("n"), name="per_window", emit="final").to("windows-out"))
     (by_word.window(sliding("5s", grace="1s", expires="20s", on="ts"))
         .aggregate(count=agg.count(), ns=agg.collect("n"), name="recent").to("recent-out"))
+    (by_word.window(session("2s", grace="1s", expires="30s", on="ts"))
+        .aggregate(count=agg.count(), ns=agg.collect("n"), name="sessions", emit="final").to("sessions-out"))
     return build_plan(flow.topology())
 
 
@@ -192,7 +194,7 @@ async def test_dataflow_query_rebuilds_a_deleted_table_too(tmp_path, reference):
     first = await run(data, A)
     for table in TABLES:
         delete(data, table, list(range(PARTITIONS)))
-    for table in ("counts", "per_window", "recent"):
+    for table in ("counts", "per_window", "recent", "sessions"):
         assert await read_table(PLAN, table, data) == first.tables[table]
     again = await run(data, B)
     assert again.restored == 0  # the query left the stores caught up

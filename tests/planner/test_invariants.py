@@ -26,6 +26,8 @@ HEADER = "from dataflow import key as _key, lit as _lit, value as _value\n"
 def extra_steps(var: str, handle: object) -> list[str]:
     if isinstance(handle, Table):
         return [f'{var}.changes().to("extra-{var}")']
+    if isinstance(handle, Stream) and handle.flow.topology().node(handle.node).kind == "window":
+        return [f'{var}.count(name="extra_{var}").changes().to("extra-{var}")']  # a window is only aggregated
     if isinstance(handle, Stream):
         return [f'{var}.filter(_lit(True)).to("extra-{var}")',
                 f'{var}.group_by(_key()).count().changes().to("extra-{var}-counts")']
