@@ -19,7 +19,7 @@ class View(Record):
 
 flow = Flow("visits")
 
-views = flow.source("views", key=str, value=View, timestamp="ts")
+views = flow.source("views", value=View, timestamp="ts")
 sessions = views.group_by("user").window(session("30m", grace="1m", on="ts"), name="sessions")
 visits = sessions.aggregate(views=agg.count(), pages=agg.collect("page"), name="visits")
 visits.changes().to("visit-updates")
