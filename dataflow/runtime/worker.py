@@ -24,6 +24,12 @@ runs (`runtime.flow_timers`): each tick takes the batch lock, pushes its one rec
 through the timer's steps, and produces and commits like a batch. They do not keep an
 `until_idle` run going.
 
+After a repartition (or a `through` topic), stream time follows watermarks that the
+writing tasks send along with their records (`runtime.watermarks`), so it advances with
+the slowest upstream partition. A bounded run (`run(until_idle=True)`, unless told
+`bounded=False`) ends by finishing: at the end of its input every stateful step, upstream
+first, emits what was waiting for event time to pass (`runtime.finish`).
+
 Python agents the pipeline calls (`call agent`, `to agent`) run in this process, their apps
 on this worker's transport from `start()` to `stop()`; what reached them in a batch is asked
 and cast before the batch's outputs are produced (`runtime.flow_agents`).
@@ -58,6 +64,8 @@ from .records import validator
 from .replies import encode_reply_value, reply_address, reply_to_record
 from .state import RestoreError, StateManager, make_tables
 from .stateful import StatefulStep
+from .finish import Finisher
+from .watermarks import Heartbeat, Watermarks, split
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +169,8 @@ class Worker:
         self.timers: list[FlowTimer] = []  # the pipeline's timers, ticking while run() runs
         self._timer_tasks: list[asyncio.Future[Any]] = []
         self.agent_apps = AgentApps(transport)  # the apps of the Python agents the pipeline calls
+        self.watermarks = Watermarks(plan, self.tables)
+        self.finisher: Finisher | None = None  # a bounded run at the end of its input
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -189,6 +199,10 @@ class Worker:
         for step in self.stateful:
             self.state.on_assigned.append(lambda p, _store, step=step: step.on_assigned(p))
             self.state.on_revoked.append(lambda p, _store, step=step: step.on_revoked(p))
+        if self.watermarks.active:
+            self.watermarks.set_counts(await self.transport.describe_topics(self.watermarks.topics()))
+            self.state.on_assigned.append(lambda p, store: self.watermarks.opened(store, p))
+            self.state.on_revoked.append(lambda p, store: self.watermarks.closed(store, p))
         await self.agent_apps.start(self.agents)
         self.producer = self.transport.producer()
         await self.producer.start()
@@ -228,6 +242,7 @@ class Worker:
             finally:
                 self._ready -= tps
                 self.tracker.forget(tps)
+                self.watermarks.forget(tps)
                 await self.state.revoke(tps)
 
     async def stop(self) -> None:
@@ -252,12 +267,21 @@ class Worker:
         self._stopping.set()
 
     # ------------------------------------------------------------------ the loop
-    async def run(self, until_idle: bool = False, idle_when: Callable[[], bool] = lambda: True) -> None:
+    async def run(self, until_idle: bool = False, idle_when: Callable[[], bool] = lambda: True,
+                  bounded: bool | None = None) -> None:
         """Consume until stopped; with `until_idle`, until inputs are consumed and agents idle.
 
         The pipeline's timers tick meanwhile; they stop when this returns (so a pipeline of
         timers alone returns at once with `until_idle`).
+
+        `bounded` (default: `until_idle`): the inputs are finite, so once they are consumed
+        event time passes everything: open `emit final` windows and unmatched rows of left
+        and outer joins are emitted, upstream steps first, before this returns. With
+        `until_idle` and `bounded=False` the run stops with them still open, as an unbounded
+        run leaves them, for a later run to go on.
         """
+        if (until_idle if bounded is None else bounded) and self.consumer is not None:
+            self.finisher = Finisher(self)
         self._timer_tasks.extend(asyncio.ensure_future(timer.run()) for timer in self.timers)
         try:
             await self._consume(until_idle, idle_when)
@@ -314,7 +338,7 @@ class Worker:
                 if await self._shares_group():
                     async with self._lock:  # caught up: peers deciding whether they are idle wait for these offsets
                         await self.commit(force=bool(self.tracker.committable()))
-                if await self.is_idle():
+                if await self.is_idle() and (self.finisher is None or await self.finisher.at_end()):
                     return
             else:
                 async with self._lock:
@@ -398,8 +422,24 @@ class Worker:
         for m in messages:
             if m.headers and reply_address(m.headers) is not None:
                 self._asks[id(m)] = m
+        if tp.topic in self.watermarks.reading:
+            # Watermarks apply after the record that carries them: push the batch in pieces.
+            for piece, marks, beat in split(messages):
+                if piece:
+                    self._push(tp, routes, piece)
+                self.watermarks.read(tp, marks)
+                if beat:  # a control record, not a message: counted apart
+                    self.monitor.on_received(tp.topic, -1)
+                    self.monitor.heartbeats_received += 1
+        else:
+            self._push(tp, routes, messages)
+
+    def _push(self, tp: TP, routes: list[_Route], messages: list[Message]) -> None:
+        observed = tp.topic in self.watermarks.observed
         for route in routes:
             batch = self._decode(route, messages)
+            if observed:
+                self.watermarks.observe(tp, batch)
             for step in route.steps:
                 step.push(batch)
             self.monitor.on_events(route.agent, len(batch))
@@ -480,6 +520,8 @@ class Worker:
                         pending.extend(records_or_awaitables)
         if pending:  # before producing, so a failing async sink's dead letter goes out with this batch
             await asyncio.gather(*pending)
+        if self.watermarks.active:
+            records.extend(self.watermarks.heartbeats())
         if self._asks:
             records.extend(self._unanswered_replies())
         if self._dead:
@@ -495,6 +537,11 @@ class Worker:
     def _count_sent(self, records: list[ProducerRecord]) -> None:
         for topic, count in Counter(map(_topic_of, records)).items():  # counted in C, not per record in Python
             self.monitor.on_sent(topic, count)
+        if self.watermarks.active and Heartbeat in Counter(map(type, records)):
+            for record in records:  # control records are counted apart (rare: one per idle partition)
+                if type(record) is Heartbeat:
+                    self.monitor.on_sent(record.topic, -1)
+                    self.monitor.heartbeats_sent += 1
 
     def _unanswered_replies(self) -> list[ProducerRecord]:
         """Null replies to asks that left no output here (filtered out), then forget them."""
@@ -520,7 +567,7 @@ class Worker:
             if output.internal:
                 self._forwarded.add(key)
                 if i < len(records):
-                    records[i] = dataclasses.replace(records[i], headers=request)
+                    records[i] = dataclasses.replace(records[i], headers=(*request, *records[i].headers))
             elif output.node and key not in self._answered:  # a sink: the flow's result
                 self._answered.add(key)
                 try:
@@ -549,10 +596,11 @@ class Worker:
                 values = codec.dumps_many([rec[1] for rec in batch])
                 if codec.name == "json":
                     values = [compact(v) for v in values]
-                return [ProducerRecord(target, compact(dumps(rec[0])) if rec[0] is not None else None, value,
-                                       None, rec[2]) for rec, value in zip(batch, values)]
+                records = [ProducerRecord(target, compact(dumps(rec[0])) if rec[0] is not None else None, value,
+                                          None, rec[2]) for rec, value in zip(batch, values)]
             except (CodecError, TypeError):
-                return self._encode_one_by_one(output, batch)
+                records = self._encode_one_by_one(output, batch)
+            return self.watermarks.stamp(target, records) if output.internal else records
         if output.kind in ("stdout", "file"):
             lines = b"".join(orjson.dumps({"key": k, "value": v}) + b"\n" for k, v, _ts, _m in batch).decode()
             if output.kind == "stdout":
