@@ -266,7 +266,9 @@ class AggregateStep(StatefulStep):
             return
         w, out = self.window, []
         for p, part in sorted(self.table.partitions.items()):
-            previous = before[p] if p in before else self._ticked.get(p, part.stream_time)
+            # Since the last tick (a watermark may have moved it before this batch reached p);
+            # before the first tick, since the first record of this batch.
+            previous = self._ticked[p] if p in self._ticked else before.get(p, part.stream_time)
             self._ticked[p] = part.stream_time
             if part.stream_time is None or part.stream_time == previous:
                 continue
