@@ -424,8 +424,12 @@ class Worker:
                 self._asks[id(m)] = m
         if tp.topic in self.watermarks.reading:
             # Watermarks apply after the record that carries them: push the batch in pieces.
-            for piece, marks, beat in split(messages):
-                if piece:
+            for piece, marks, beat, behind in split(messages):
+                if behind is not None:  # out of order where it came from: judged as it was there
+                    self.watermarks.judge(tp, behind)
+                    self._push(tp, routes, piece)
+                    self.watermarks.judge(tp, None)
+                elif piece:
                     self._push(tp, routes, piece)
                 self.watermarks.read(tp, marks)
                 if beat:  # a control record, not a message: counted apart
@@ -600,7 +604,7 @@ class Worker:
                                           None, rec[2]) for rec, value in zip(batch, values)]
             except (CodecError, TypeError):
                 records = self._encode_one_by_one(output, batch)
-            return self.watermarks.stamp(target, records) if output.internal else records
+            return self.watermarks.stamp(target, records, batch) if output.internal else records
         if output.kind in ("stdout", "file"):
             lines = b"".join(orjson.dumps({"key": k, "value": v}) + b"\n" for k, v, _ts, _m in batch).decode()
             if output.kind == "stdout":
@@ -669,6 +673,8 @@ class Worker:
 
     async def commit(self, force: bool = False) -> None:
         """Commit if `commit_every` messages or `commit_interval` seconds have passed (or `force`)."""
+        if self.watermarks.active and self.consumer is not None and await self.watermarks.check_idle(self.consumer):
+            await self._flush()  # tell readers that a quiet source partition stops holding them back
         due = force or self._since_commit >= self.options.commit_every or \
             time.monotonic() - self._last_commit >= self.options.commit_interval
         if due:

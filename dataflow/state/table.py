@@ -127,6 +127,8 @@ class TablePartition:
         self.stream_time: int | None = _OFFSET.unpack(raw_time)[0] if raw_time else None
         self._stream_time_changed = False
         self.follows = False
+        #: while one out-of-order record is pushed: the time it is judged by (see runtime.watermarks)
+        self.judge: int | None = None
         raw_marks = store.get_meta(_WATERMARKS)
         #: the per-origin watermarks a following partition judged by: {topic: {origin: time}}
         self.watermarks: dict[str, dict[str, int]] | None = orjson.loads(raw_marks) if raw_marks else None
@@ -158,10 +160,14 @@ class TablePartition:
         """Move stream time forward to ``timestamp`` (never back); returns the new stream time.
 
         A following partition's stream time is its watermark: unchanged by ``timestamp``,
-        and :data:`EARLIEST` while unknown.
+        and :data:`EARLIEST` while unknown. What it returns while a record that was out of
+        order where it came from is pushed is the time that record would have been judged
+        by there (``judge``), so lateness is decided as without the repartition.
         """
         if self.follows:
-            return EARLIEST if self.stream_time is None else self.stream_time
+            now = EARLIEST if self.stream_time is None else self.stream_time
+            judge = self.judge
+            return now if judge is None or judge < now else judge
         if self.stream_time is None or timestamp > self.stream_time:
             self.stream_time = timestamp
             self._stream_time_changed = True

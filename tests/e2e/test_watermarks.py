@@ -36,11 +36,13 @@ class Click(Record):
     ts: int
 
 
-def clicks_plan(emit: str, name: str = "wm") -> ExecutionPlan:
+def clicks_plan(emit: str, name: str = "wm", on_field: bool = False) -> ExecutionPlan:
+    """Event time from the source's `event_time` (the record timestamp), or (`on_field`) read
+    by the window from the `ts` field while the record timestamp is the time of production."""
     flow = Flow(name, partitions=PARTITIONS)
-    (flow.source("clicks", key=str, value=Click, timestamp="ts", partitions=PARTITIONS)
+    (flow.source("clicks", key=str, value=Click, timestamp=None if on_field else "ts", partitions=PARTITIONS)
      .group_by("user", name="by_user", partitions=PARTITIONS)
-     .window(tumbling("10s"))  # grace 0: a record is late only if its window has closed
+     .window(tumbling("10s", on="ts" if on_field else None))  # grace 0: late only if its window has closed
      .count(name="per_user", emit=emit)
      .changes().to("counts"))
     return build_plan(flow.topology())
@@ -139,10 +141,11 @@ def finals(messages: list[Any]) -> list[tuple[str, int, int]]:
                   for m in messages if not is_heartbeat(m))
 
 
+@pytest.mark.parametrize("on_field", [False, True], ids=["event_time", "on_field"])
 @pytest.mark.parametrize("emit", ["final", "changes"])
-async def test_a_group_by_over_partitions_read_at_different_speeds_drops_nothing(kind, tmp_path, emit):
+async def test_a_group_by_over_partitions_read_at_different_speeds_drops_nothing(kind, tmp_path, emit, on_field):
     rows = clicks(seed=12, per_partition=150)
-    plan = clicks_plan(emit)
+    plan = clicks_plan(emit, on_field=on_field)
     transport = make_transport(kind, tmp_path / "log")
     await transport.start()
     try:
@@ -166,11 +169,12 @@ async def test_a_group_by_over_partitions_read_at_different_speeds_drops_nothing
         assert last == dict(expected)
 
 
-async def test_without_the_end_of_input_windows_close_at_the_slowest_partition(kind, tmp_path):
+@pytest.mark.parametrize("on_field", [False, True], ids=["event_time", "on_field"])
+async def test_without_the_end_of_input_windows_close_at_the_slowest_partition(kind, tmp_path, on_field):
     # An unbounded run stops with exactly the windows that end at or before the lowest of
     # the partitions' highest times closed: the slowest partition decides, not the fastest.
     rows = clicks(seed=5, per_partition=120)
-    plan = clicks_plan("final")
+    plan = clicks_plan("final", on_field=on_field)
     transport = make_transport(kind, tmp_path / "log")
     await transport.start()
     try:
@@ -184,7 +188,8 @@ async def test_without_the_end_of_input_windows_close_at_the_slowest_partition(k
                                               if start + WINDOW <= watermark)
 
 
-async def test_a_restart_in_the_middle_keeps_each_upstream_partitions_watermark(kind, tmp_path):
+@pytest.mark.parametrize("on_field", [False, True], ids=["event_time", "on_field"])
+async def test_a_restart_in_the_middle_keeps_each_upstream_partitions_watermark(kind, tmp_path, on_field):
     # Run 1 reads partition 0 far ahead (to +400 s) and the others to about +60 s. Run 2, a
     # new worker on the same state, reads more of partitions 1-3 and nothing of 0: only the
     # watermark of partition 0 saved with the table lets it close the windows in between.
@@ -192,7 +197,7 @@ async def test_a_restart_in_the_middle_keeps_each_upstream_partitions_watermark(
     first[0] = [(f"s0-{i}", f"u{i % 12}", T0 + i * 6_000) for i in range(70)]
     second = clicks(seed=4, per_partition=60, start=200_000)
     second[0] = []
-    plan = clicks_plan("final")
+    plan = clicks_plan("final", on_field=on_field)
     data = tmp_path / "log" if kind == "local" else None
     transport = make_transport(kind, tmp_path / "log")
     await transport.start()

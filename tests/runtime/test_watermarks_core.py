@@ -10,7 +10,8 @@ from dataflow.transport.base import Message
 ORIGINS = ["a[0]", "a[1]", "b[0]"]
 
 updates = st.lists(st.tuples(st.sampled_from([*ORIGINS, "stranger[9]"]),
-                             st.one_of(st.none(), st.integers(-1_000, 1_000)), st.booleans()), max_size=40)
+                             st.one_of(st.none(), st.integers(-1_000, 1_000)), st.booleans(),
+                             st.booleans()), max_size=40)
 
 
 @given(updates)
@@ -18,19 +19,25 @@ def test_progress_is_the_lowest_of_every_expected_origins_highest_report(reports
     progress = Progress(ORIGINS)
     highest: dict[str, int] = {}
     ended: set[str] = set()
-    for origin, mark, end in reports:
+    idle: set[str] = set()
+    for origin, mark, end, quiet in reports:
         before = progress.watermark
-        moved = progress.update(origin, mark, end)
+        moved = progress.update(origin, mark, end, quiet)
         if origin in ORIGINS:
             if mark is not None:
                 highest[origin] = max(highest.get(origin, mark), mark)
             if end:
                 ended.add(origin)
-        expected = min(highest.values()) if len(highest) == len(ORIGINS) else None
+            (idle.add if quiet else idle.discard)(origin)
+        active = [o for o in ORIGINS if o not in idle]
+        if not active:  # all idle: as far as any reported
+            expected = min(highest.values()) if highest else None
+        else:
+            expected = min(highest[o] for o in active) if all(o in highest for o in active) else None
         assert progress.watermark == expected
         assert moved == (expected != before)
         assert progress.finished == (ended == set(ORIGINS))
-        assert progress.snapshot() == dict(sorted(highest.items()))
+        assert progress.snapshot() == {o: [highest.get(o), o in idle] for o in sorted(highest.keys() | idle)}
 
 
 @given(updates, updates)
@@ -40,15 +47,15 @@ def test_progress_restored_from_a_snapshot_judges_as_the_original(first, then):
         original.update(*report)
     restored = Progress(ORIGINS, original.snapshot())
     assert restored.watermark == original.watermark
-    for origin, mark, _end in then:
-        assert restored.update(origin, mark, False) == original.update(origin, mark, False)
+    for origin, mark, _end, idle in then:
+        assert restored.update(origin, mark, False, idle) == original.update(origin, mark, False, idle)
         assert restored.watermark == original.watermark
 
 
 def _message(offset: int, kind: str) -> Message:
     if kind == "plain":
         return Message("r", 0, offset, None, b"1", 0)
-    marks = ((HEADER, encode([("a[0]", offset, False)])),)
+    marks = ((HEADER, encode([("a[0]", offset, False, False)])),)
     if kind == "beat":
         return Message("r", 0, offset, None, None, 0, (*marks, (HEARTBEAT, b"")))
     if kind == "other":  # a header of someone else (an ask's reply address)
@@ -61,13 +68,13 @@ def test_split_cuts_after_each_record_with_watermarks_and_drops_heartbeats(kinds
     messages = [_message(i, kind) for i, kind in enumerate(kinds)]
     pieces = split(messages)
     # Every message that is not a heartbeat is in exactly one piece, in order.
-    assert [m.offset for piece, _, _ in pieces for m in piece] == \
+    assert [m.offset for piece, _, _, _ in pieces for m in piece] == \
         [i for i, kind in enumerate(kinds) if kind != "beat"]
     # Pieces end where a message carries watermarks, and carry that message's.
     carriers = [i for i, kind in enumerate(kinds) if kind in ("marked", "beat")]
-    marked = [(marks, beat) for _, marks, beat in pieces if marks]
-    assert marked == [([("a[0]", i, False)], kinds[i] == "beat") for i in carriers]
-    for piece, marks, beat in pieces:
+    marked = [(marks, beat) for _, marks, beat, _ in pieces if marks]
+    assert marked == [([("a[0]", i, False, False)], kinds[i] == "beat") for i in carriers]
+    for piece, marks, beat, _ in pieces:
         if marks and not beat:
             assert piece and piece[-1].offset == marks[0][1]  # the carrier ends its piece
 
@@ -98,11 +105,11 @@ def test_a_record_on_time_where_it_came_from_is_on_time_where_it_lands(batches, 
         seen[origin] = max(batch) if before is None else max(before, *batch)
         for i, ts in enumerate(batch):
             last = i == len(batch) - 1
-            headers = ((HEADER, encode([(origin, seen[origin], False)])),) if last else ()
+            headers = ((HEADER, encode([(origin, seen[origin], False, False)])),) if last else ()
             log.append((Message("r", 0, len(log), None, b"1", ts, headers), origin, before))
     info = {m.offset: (origin, before) for m, origin, before in log}
     progress = Progress(ORIGINS)
-    for piece, marks, _beat in split([m for m, _, _ in log]):
+    for piece, marks, _beat, _behind in split([m for m, _, _ in log]):
         for m in piece:
             origin, before = info[m.offset]
             judged = progress.watermark
@@ -115,4 +122,5 @@ def test_a_record_on_time_where_it_came_from_is_on_time_where_it_lands(batches, 
 
 
 def test_header_values_round_trip():
-    assert decode(encode([("t[0]", -5, True), ("t[1]", None, False)])) == [("t[0]", -5, True), ("t[1]", None, False)]
+    entries = [("t[0]", -5, True, False), ("t[1]", None, False, True)]
+    assert decode(encode(entries)) == entries
