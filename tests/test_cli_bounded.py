@@ -170,3 +170,22 @@ def test_a_left_join_emits_its_unmatched_rows_at_the_end_of_input(workdir):
         expected.append((i, {**v, "clicks_impression_id": i if matched else None,
                              "clicks_ts": c if matched else None}))
     assert sorted(out_values("out.jsonl"), key=lambda kv: kv[0]) == sorted(expected, key=lambda kv: kv[0])
+
+
+def doc_example() -> str:
+    """The `.flow` example of "Bounded and unbounded runs" in docs/state.md."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "state.md").read_text()
+    section = text[text.index("## Bounded and unbounded runs"):]
+    return section[section.index("```flow\n") + len("```flow\n"):section.index("```\n", section.index("```flow"))]
+
+
+def test_the_bounded_run_example_of_the_docs_emits_every_window(workdir):
+    Path("sensors.flow").write_text(doc_example())
+    rows = readings(seed=21)
+    write_lines("readings.jsonl", rows)
+    result = invoke("sensors.flow", "--keyed", "--input", "readings=readings.jsonl", "--output", "closed=out.jsonl",
+                    "--until-idle", "-q")
+    assert result.exit_code == 0, result.output
+    got = out_values("out.jsonl")
+    assert len(got) == len(windows(rows))
+    assert {(k, v["window_start"]): v for k, v in got} == windows(rows)
