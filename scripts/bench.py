@@ -5,6 +5,8 @@ Scenarios (1M small JSON records by default; `--records N` to scale down):
 
   chain        filter -> map -> map, fused into one step; JSON decode and encode included
   repartition  filter -> group_by (writes and re-reads a repartition topic) -> map -> sink
+  windowed     group_by (4 partitions) -> 10 s tumbling count on `ts`, emit final: the
+               repartition topic carries watermarks (headers, heartbeats) to close windows
   keyed-count  a running count per key (10k keys, 4 partitions) in a table; on the local log
                that is LevelDB stores, one changelog record per changed key per commit, and
                the outputs + changelog + offsets transaction of every commit
@@ -32,18 +34,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SCENARIOS = ("chain", "repartition", "keyed-count")
+SCENARIOS = ("chain", "repartition", "windowed", "keyed-count")
 KEYS = 10_000
 TRANSPORTS = ("memory", "local")
 
 
 def build(scenario: str):  # type: ignore[no-untyped-def]
-    from dataflow import Flow, Record, col, fn
+    from dataflow import Flow, Record, col, fn, tumbling
 
     class Event(Record):
         id: int
         user: str
         amount: float
+        ts: int
 
     if scenario == "keyed-count":
         flow = Flow(f"bench-{scenario}", partitions=4)
@@ -51,6 +54,13 @@ def build(scenario: str):  # type: ignore[no-untyped-def]
         return flow
     flow = Flow(f"bench-{scenario}", partitions=1)
     events = flow.source("events", value=Event)
+    if scenario == "windowed":
+        (events.group_by("user", name="by_user", partitions=4)
+               .window(tumbling("10s", on="ts"))
+               .count(name="per_window", emit="final")
+               .changes()
+               .to("out"))
+        return flow
     if scenario == "chain":
         (events.filter(col("amount") >= 0)
                .map({"id": col("id"), "user": fn.upper(col("user")), "cents": col("amount") * 100})
@@ -69,7 +79,8 @@ def key(i: int) -> bytes:
 
 
 def payload(i: int) -> bytes:
-    return b'{"id":%d,"user":"user-%d","amount":%d.5}' % (i, i % 1000, i % 1000)
+    # ts: 1 ms apart, so 1M records span 1,000 s (a hundred 10 s windows per user)
+    return b'{"id":%d,"user":"user-%d","amount":%d.5,"ts":%d}' % (i, i % 1000, i % 1000, 1_700_000_000_000 + i)
 
 
 async def measure(scenario: str, transport_kind: str, records: int, data_dir: str) -> dict:
@@ -106,6 +117,9 @@ async def measure(scenario: str, transport_kind: str, records: int, data_dir: st
         sent = worker.monitor.as_dict()["messages_sent_by_topic"]
         if keyed:
             assert len(rows) == min(KEYS, records) and sum(v["count"] for _, v in rows) == records, len(rows)
+        elif scenario == "windowed":  # a bounded run: every (user, window) once
+            windows = {(i % 1000, (1_700_000_000_000 + i) // 10_000) for i in range(records)}
+            assert sent.get("out") == len(windows), (sent, len(windows))
         else:
             assert sent.get("out") == records, sent
     finally:

@@ -49,6 +49,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter, le
 from typing import Any
 
 import orjson
@@ -351,6 +353,28 @@ class _Follower:
 
 Clocked = tuple[TP, str]  # (origin partition, clock)
 _MISSING: Any = object()
+_META = itemgetter(3)
+_TIME = itemgetter(2)
+
+
+def _times(batch: list[tuple], path: tuple[str, ...]) -> list[int | None]:
+    """The time at `path` in each record's value (None where it cannot be read)."""
+    if len(path) == 1:
+        name = path[0]
+        try:
+            return [int(rec[1][name]) for rec in batch]
+        except (KeyError, TypeError, ValueError, IndexError):
+            pass
+    out: list[int | None] = []
+    for rec in batch:
+        value = rec[1]
+        try:
+            for name in path:
+                value = value[name]
+            out.append(int(value))
+        except (KeyError, TypeError, ValueError, IndexError):
+            out.append(None)
+    return out
 
 
 class Watermarks:
@@ -391,8 +415,13 @@ class Watermarks:
         # worker started (what tells an out-of-order record from an in-order one)
         self._sent_max: dict[tuple[str, int, str], int] = {}
         # internal topic -> [(clock, field path or None)]
-        self._paths = {topic: [(c, None if c == RECORD_TIME else tuple(c[1:].split("."))) for c in clocks]
+        self._paths = {topic: [(c, tuple(c[1:].split("."))) for c in clocks if c != RECORD_TIME]
                        for topic, clocks in self._clocks.items()}
+        # Record time: what is behind is found as it is read (over everything read, as the
+        # watermark is), and remembered by id() of its message until the flush.
+        self._behind_topics = {t for topic, clocks in self._clocks.items() if RECORD_TIME in clocks
+                               for t in self._writes[topic]}
+        self._behind_in: dict[int, tuple[str, int | None]] = {}
 
     @property
     def active(self) -> bool:
@@ -423,13 +452,31 @@ class Watermarks:
         if tp in self.idle:
             self.idle.discard(tp)
             self._moved = True
-        high = max(rec[2] for rec in batch)
         key = (tp, RECORD_TIME)
         old = self.marks.get(key)
+        ts = list(map(_TIME, batch))
+        if old is not None and old <= ts[0] and all(map(le, ts, ts[1:])):
+            high = ts[-1]  # in time order (the common case), checked in C
+        else:
+            high = max(ts)
+            if tp.topic in self._behind_topics:
+                self._mark_behind(tp, batch, ts, old)
         if old is None or high > old:
             self.marks[key] = high
             self._moved = True
             self._follow(key)
+
+    def _mark_behind(self, tp: TP, batch: list[tuple], ts: list[int], old: int | None) -> None:
+        """Remember the records read after a later one of their partition (all of them in
+        the first batch this worker reads from it): what they are written as carries it."""
+        origin = origin_of(tp.topic, tp.partition)
+        marked = self._behind_in
+        high = None
+        for rec, t in zip(batch, ts):
+            if old is None or t < (old if high is None or high < old else high):
+                marked[id(rec[3])] = (origin, high)
+            if high is None or t > high:
+                high = t
 
     def read(self, tp: TP, entries: list[Entry]) -> None:
         """Apply the watermarks a record (or heartbeat) of an internal partition carried."""
@@ -539,49 +586,69 @@ class Watermarks:
 
     def _written(self, topic: str, records: list[ProducerRecord], batch: list[tuple]) -> None:
         """Mark the records that came after a later one of their origin (``BEHIND``), and
-        move field clocks' watermarks: the highest time each origin sent on."""
-        sources, paths, sent = self._writes[topic], self._paths[topic], self._sent_max
-        aligned = len(records) == len(batch)  # else some failed to encode (dead letters): no marks
-        within: dict[tuple[str, int, str], int] = {}
-        missing = _MISSING
-        for i, rec in enumerate(batch):
-            meta = rec[3]
-            if meta.__class__ is not Message or meta.topic not in sources:
-                continue
-            behind: dict[str, int | None] | None = None
-            for clock, path in paths:
-                if path is None:
-                    t = rec[2]
-                else:
-                    value = rec[1]
-                    try:
-                        for name in path:
-                            value = value[name]
-                        t = int(value)
-                    except (KeyError, TypeError, ValueError, IndexError):
-                        continue  # the window dead-letters it; it moves no watermark
-                key = (meta.topic, meta.partition, clock)
-                high = within.get(key)
-                before = sent.get(key, missing)
-                # The first batch after this writer started: the reader knows what came before.
-                if before is missing or t < (before if high is None or high < before else high):
-                    if behind is None:
-                        behind = {}
-                    behind[clock] = high
-                if high is None or t > high:
-                    within[key] = t
-            if behind is not None and aligned:
+        move field clocks' watermarks: the highest time each origin sent on.
+
+        A batch holds runs of records from one origin; a run in time order (the common
+        case) is checked in C, and only a run out of order is walked record by record.
+        """
+        behind: dict[int, dict[str, int | None]] = {}
+        origins: dict[int, str] = {}
+        if self._behind_in:
+            marked = self._behind_in
+            for i, rec in enumerate(batch):
+                found = marked.get(id(rec[3]))
+                if found is not None:
+                    origins[i] = found[0]
+                    behind[i] = {RECORD_TIME: found[1]}
+        paths = self._paths[topic]
+        if paths:
+            self._written_fields(topic, batch, paths, behind, origins)
+        if behind and len(records) == len(batch):  # else some failed to encode (dead letters)
+            for i, clocks in behind.items():
                 record = records[i]
-                record.headers = (*record.headers, (BEHIND, orjson.dumps([origin_of(meta.topic, meta.partition),
-                                                                          behind])))
-        for key, high in within.items():
-            old = sent.get(key)
-            if old is None or high > old:
-                sent[key] = high
-            t_key = (TP(key[0], key[1]), key[2])
-            if key[2] != RECORD_TIME and high > self.marks.get(t_key, high - 1):
-                self.marks[t_key] = high
-                self._moved = True
+                record.headers = (*record.headers, (BEHIND, orjson.dumps([origins[i], clocks])))
+
+    def _written_fields(self, topic: str, batch: list[tuple], paths: list[tuple[str, tuple[str, ...]]],
+                        behind: dict[int, dict[str, int | None]], origins: dict[int, str]) -> None:
+        sources, sent, missing = self._writes[topic], self._sent_max, _MISSING
+        keys = [(m.topic, m.partition) if m.__class__ is Message and m.topic in sources else None
+                for m in map(_META, batch)]
+        for clock, path in paths:
+            ts = _times(batch, path)
+            flush_high: dict[tuple[str, int, str], int] = {}  # what the reader has not heard of yet
+            start = 0
+            for key, run in groupby(keys):
+                size = sum(1 for _ in run)
+                first, start = start, start + size
+                if key is None:
+                    continue
+                run_ts = ts[first:start]
+                full = (key[0], key[1], clock)
+                before = sent.get(full, missing)
+                high = flush_high.get(full)
+                if before is not missing and None not in run_ts and before <= run_ts[0] \
+                        and all(map(le, run_ts, run_ts[1:])):
+                    high = run_ts[-1]  # in order: nothing behind
+                else:
+                    # The first batch after this writer started: the reader knows what came before.
+                    origin = origin_of(key[0], key[1])
+                    for i, t in enumerate(run_ts, first):
+                        if t is None:
+                            continue  # the window dead-letters it; it moves no watermark
+                        if before is missing or t < (before if high is None or high < before else high):
+                            behind.setdefault(i, {})[clock] = high
+                            origins[i] = origin
+                        if high is None or t > high:
+                            high = t
+                    if high is None:
+                        continue
+                flush_high[full] = high
+                if before is missing or high > before:
+                    sent[full] = high
+                t_key = (TP(key[0], key[1]), clock)
+                if high > self.marks.get(t_key, high - 1):
+                    self.marks[t_key] = high
+                    self._moved = True
 
     def judge(self, tp: TP, behind: Behind | None) -> None:
         """Before a record that came after a later one of its origin: its followers judge
@@ -644,6 +711,7 @@ class Watermarks:
 
     def heartbeats(self) -> list[Heartbeat]:
         """For every written partition that has not heard of a watermark that moved."""
+        self._behind_in.clear()  # what this flush wrote is marked
         if not self._moved:
             return []
         self._moved = False
