@@ -36,15 +36,15 @@ class Click(Record):
     ts: int
 
 
-def clicks_plan(emit: str, name: str = "wm", on_field: bool = False) -> ExecutionPlan:
+def clicks_plan(emit: str, name: str = "wm", on_field: bool = False, topic: str = "clicks") -> ExecutionPlan:
     """Event time from the source's `event_time` (the record timestamp), or (`on_field`) read
     by the window from the `ts` field while the record timestamp is the time of production."""
     flow = Flow(name, partitions=PARTITIONS)
-    (flow.source("clicks", key=str, value=Click, timestamp=None if on_field else "ts", partitions=PARTITIONS)
+    (flow.source(topic, key=str, value=Click, timestamp=None if on_field else "ts", partitions=PARTITIONS)
      .group_by("user", name="by_user", partitions=PARTITIONS)
      .window(tumbling("10s", on="ts" if on_field else None))  # grace 0: late only if its window has closed
      .count(name="per_user", emit=emit)
-     .changes().to("counts"))
+     .changes().to("counts" if topic == "clicks" else f"{topic}-counts"))
     return build_plan(flow.topology())
 
 
@@ -65,8 +65,8 @@ def clicks(seed: int, per_partition: int, start: int = 0) -> dict[int, list[tupl
     return out
 
 
-def to_records(rows: dict[int, list[tuple[str, str, int]]]) -> list[ProducerRecord]:
-    return [ProducerRecord("clicks", orjson.dumps(k), orjson.dumps({"user": u, "ts": ts}), p)
+def to_records(rows: dict[int, list[tuple[str, str, int]]], topic: str = "clicks") -> list[ProducerRecord]:
+    return [ProducerRecord(topic, orjson.dumps(k), orjson.dumps({"user": u, "ts": ts}), p)
             for p, part in rows.items() for k, u, ts in part]
 
 
@@ -85,8 +85,9 @@ class Uneven:
 
     SCHEDULE = {0: (0, None), 1: (0, 3), 2: (40, None), 3: (80, 20)}  # partition: (from fetch, at most)
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, topic: str = "clicks") -> None:
         self.inner = inner
+        self.topic = topic
         self.fetches = 0
         self.held: set[int] = set()  # the partitions it did hold back
 
@@ -95,7 +96,7 @@ class Uneven:
         batches = await self.inner.getmany(max_records=max_records, timeout=timeout)
         out = {}
         for tp, messages in batches.items():
-            if tp.topic == "clicks":
+            if tp.topic == self.topic:
                 after, most = self.SCHEDULE[tp.partition]
                 keep = [] if self.fetches < after else messages[:most]
                 if len(keep) < len(messages):
@@ -111,12 +112,13 @@ class Uneven:
 
 
 class UnevenTransport:
-    def __init__(self, inner: Transport) -> None:
+    def __init__(self, inner: Transport, topic: str = "clicks") -> None:
         self.inner = inner
+        self.topic = topic
         self.made: list[Uneven] = []
 
     def consumer(self, *args: Any, **kwargs: Any) -> Uneven:
-        self.made.append(Uneven(self.inner.consumer(*args, **kwargs)))
+        self.made.append(Uneven(self.inner.consumer(*args, **kwargs), self.topic))
         return self.made[-1]
 
     def __getattr__(self, name: str) -> Any:
