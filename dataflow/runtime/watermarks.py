@@ -254,6 +254,9 @@ class WatermarkPlan:
     origins: dict[str, tuple[str, ...]]
     clocks: dict[str, tuple[str, ...]]
     follows: dict[str, tuple[tuple[str, ...], str]]
+    #: internal topics whose writers set event time themselves: their record-time
+    #: watermark is taken from what is written, not from what is read
+    retimed: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, plan: ExecutionPlan) -> WatermarkPlan:
@@ -264,13 +267,17 @@ class WatermarkPlan:
         read = {t for agent in plan.agents for _, t in agent.entries}
         internal = {t for t, role in roles.items() if role in ("repartition", "through") and t in read}
         writers: dict[str, set[str]] = {}  # internal topic -> origin topics
+        retimed: set[str] = set()
         for agent in plan.agents:
             inputs = sorted({t for _, t in agent.entries})
             streams = [t for t in inputs if roles.get(t) != "table-source"] or inputs
+            kinds = {step.kind for name in agent.nodes for step in _steps(topo.node(name))}
             for name in agent.nodes:
                 node = topo.node(name)
                 if isinstance(node, (n.Repartition, n.Through)) and node.topic in internal:
                     writers.setdefault(node.topic, set()).update(streams)
+                    if kinds & RETIMING_KINDS:
+                        retimed.add(node.topic)
         feeding: dict[str, tuple[set[str], set[str]]] = {}  # store -> (topics, nodes on the way)
         for store in plan.stores:
             if store.kind == "join-window" or (store.kind == "aggregate" and store.window is not None):
@@ -300,7 +307,16 @@ class WatermarkPlan:
                     clocks.setdefault(origin, set()).update(clocks[topic])
                     todo.append(origin)
         return cls({t: tuple(sorted(writers[t])) for t in sorted(needed)},
-                   {t: tuple(sorted(clocks[t] or {RECORD_TIME})) for t in sorted(needed)}, follows)
+                   {t: tuple(sorted(clocks[t] or {RECORD_TIME})) for t in sorted(needed)}, follows,
+                   frozenset(retimed & needed))
+
+
+#: Node kinds that set a record's event time inside a pipeline (the `event_time` stage).
+RETIMING_KINDS = frozenset({"event_time"})
+
+
+def _steps(node: n.Node) -> tuple[n.Node, ...]:
+    return node.steps if isinstance(node, n.Fused) else (node,)
 
 
 def _clock(plan: ExecutionPlan, store: Any, nodes: set[str]) -> str | None:
@@ -357,8 +373,11 @@ _META = itemgetter(3)
 _TIME = itemgetter(2)
 
 
-def _times(batch: list[tuple], path: tuple[str, ...]) -> list[int | None]:
-    """The time at `path` in each record's value (None where it cannot be read)."""
+def _times(batch: list[tuple], path: tuple[str, ...] | None) -> list[int | None]:
+    """The time at `path` in each record's value (None where it cannot be read); with no
+    path, each record's timestamp."""
+    if path is None:
+        return list(map(_TIME, batch))
     if len(path) == 1:
         name = path[0]
         try:
@@ -402,9 +421,10 @@ class Watermarks:
         self.reading = frozenset(self._writes)
         # Sources whose record times are watermarks: origins, and sources read beside one.
         followed = {t for topics, clock in self.plan.follows.values() if clock == RECORD_TIME for t in topics}
+        retimed = self.plan.retimed
         self.observed = frozenset(t for t in (self._origin_topics | followed) - self.reading
                                   if any(RECORD_TIME in self._clocks[w] for w in self._writes
-                                         if t in self._writes[w]) or t in followed)
+                                         if t in self._writes[w] and w not in retimed) or t in followed)
         self._followers: dict[Clocked, list[_Follower]] = {}
         self._placed: dict[tuple[str, bytes | None], int] = {}
         self.idle: set[TP] = set()  # source partitions read to their end and quiet
@@ -414,13 +434,15 @@ class Watermarks:
         # (origin topic, partition, clock) -> the highest time written from it since this
         # worker started (what tells an out-of-order record from an in-order one)
         self._sent_max: dict[tuple[str, int, str], int] = {}
-        # internal topic -> [(clock, field path or None)]
-        self._paths = {topic: [(c, tuple(c[1:].split("."))) for c in clocks if c != RECORD_TIME]
+        # internal topic -> [(clock, field path, or None: the timestamp)] of the watermarks
+        # taken from what is written (a field's; record time where the writer sets it)
+        self._paths = {topic: [(c, None if c == RECORD_TIME else tuple(c[1:].split(".")))
+                               for c in clocks if c != RECORD_TIME or topic in retimed]
                        for topic, clocks in self._clocks.items()}
         # Record time: what is behind is found as it is read (over everything read, as the
         # watermark is), and remembered by id() of its message until the flush.
-        self._behind_topics = {t for topic, clocks in self._clocks.items() if RECORD_TIME in clocks
-                               for t in self._writes[topic]}
+        self._behind_topics = {t for topic, clocks in self._clocks.items()
+                               if RECORD_TIME in clocks and topic not in retimed for t in self._writes[topic]}
         self._behind_in: dict[int, tuple[str, int | None]] = {}
 
     @property
@@ -608,7 +630,7 @@ class Watermarks:
                 record = records[i]
                 record.headers = (*record.headers, (BEHIND, orjson.dumps([origins[i], clocks])))
 
-    def _written_fields(self, topic: str, batch: list[tuple], paths: list[tuple[str, tuple[str, ...]]],
+    def _written_fields(self, topic: str, batch: list[tuple], paths: list[tuple[str, tuple[str, ...] | None]],
                         behind: dict[int, dict[str, int | None]], origins: dict[int, str]) -> None:
         sources, sent, missing = self._writes[topic], self._sent_max, _MISSING
         keys = [(m.topic, m.partition) if m.__class__ is Message and m.topic in sources else None

@@ -56,6 +56,7 @@ from ..transport.base import TP, Consumer, Message, Producer, ProducerRecord, Tr
 from ..transport.kafka_topics import declarations_for, declare_topics
 from .codecs import CodecError, get_codec
 from .engine import CompiledAgent, Output, Rec, Step, compile_agent
+from .finish import Finisher
 from .flow_agents import AgentApps
 from .flow_timers import FlowTimer, TimerStep, stop_timers
 from .monitor import Monitor
@@ -64,7 +65,6 @@ from .records import validator
 from .replies import encode_reply_value, reply_address, reply_to_record
 from .state import RestoreError, StateManager, make_tables
 from .stateful import StatefulStep
-from .finish import Finisher
 from .watermarks import Heartbeat, Watermarks, split
 
 logger = logging.getLogger(__name__)
