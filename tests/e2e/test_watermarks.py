@@ -288,3 +288,28 @@ async def test_late_records_are_those_late_where_they_came_from_whatever_the_spe
     assert late == 89  # of 600: the input does have records late where they come from
     assert worker.monitor.as_dict()["late_events"] == late
     assert finals(topics["counts"]) == sorted((u, start, n) for (u, start), n in counts.items())
+
+
+async def test_a_through_topic_carries_watermarks_too(kind, tmp_path):
+    # `through` writes records to the partitions of their keys, mixing the source partitions
+    # as a repartition does; the windows after it follow the slowest of them.
+    flow = Flow("thru", partitions=PARTITIONS)
+    (flow.source("clicks", key=str, value=Click, timestamp="ts", partitions=PARTITIONS)
+     .through("thru-mid", partitions=PARTITIONS)
+     .window(tumbling("10s"))
+     .count(name="per_key", emit="final")
+     .changes().to("counts"))
+    plan = build_plan(flow.topology())
+    rows = clicks(seed=17, per_partition=100)
+    transport = make_transport(kind, tmp_path / "log")
+    await transport.start()
+    try:
+        worker = await run_once(transport, plan, to_records(rows), tmp_path / "log" if kind == "local" else None,
+                                bounded=True)
+        topics = await read_all(transport)
+    finally:
+        await transport.stop()
+    assert worker.transport.made[0].held == {1, 2, 3}
+    assert worker.monitor.as_dict()["late_events"] == 0
+    expected = Counter((k, ts - ts % WINDOW) for part in rows.values() for k, _u, ts in part)
+    assert finals(topics["counts"]) == sorted((k, start, n) for (k, start), n in expected.items())
