@@ -21,7 +21,11 @@ time where they came from. So, as Flink does across input channels:
   until it delivers again (Flink's idle sources). Headers are applied in
   the order records arrive, after the record that carries them, so a record is judged
   against what its reader knew when it was written behind it: a record that was on time
-  where it came from is on time where it lands.
+  where it came from is on time where it lands;
+* a record that came after a later one of its origin carries (``BEHIND``) the highest time
+  before it in its batch: with the origin's last reported watermark that is exactly the
+  stream time it had where it came from, and a window judges it by that, so what is late
+  after a repartition does not depend on speeds, batches or restarts.
 
 Stateful steps fed from an internal topic whose time is the record timestamp (windowed
 aggregates, stream-stream joins, session windows) take that watermark as the stream time
