@@ -251,7 +251,10 @@ def run_command(
                                                 "topic receives; repeatable."),
     keyed: bool = typer.Option(False, "--keyed", help='Input lines are {"key": ..., "value": ...} objects.'),
     until_idle: bool = typer.Option(False, "--until-idle", help="Stop once every input is consumed and every "
-                                    "agent is idle."),
+                                    "agent is idle; the input is bounded: its end closes every window and "
+                                    "emits unmatched join rows."),
+    unbounded: bool = typer.Option(False, "--unbounded", help="With --until-idle: stop when idle but leave "
+                                   "windows and join rows open, for a later run over the same state to go on."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line and no summary."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
@@ -267,7 +270,10 @@ def run_command(
 
     options = RunOptions(broker=broker, data_dir=data_dir, inputs=_pairs(inputs, "--input"),
                          outputs=_pairs(outputs, "--output"), keyed=keyed, until_idle=until_idle,
+                         bounded=until_idle and not unbounded,
                          progress=not quiet and sys.stderr.isatty())
+    if unbounded and not until_idle:
+        _fail("error: --unbounded goes with --until-idle; hint: a run without --until-idle is unbounded already")
     for _, path in options.inputs:
         if path != "-" and not Path(path).is_file():
             _fail(f"error: input file {path} does not exist")

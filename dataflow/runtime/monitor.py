@@ -23,6 +23,9 @@ class Monitor:
         self.send_errors = 0
         self.late_by_step: dict[str, int] = defaultdict(int)
         self.changelog_records = 0
+        # control records carrying watermarks to partitions that got no other record
+        self.heartbeats_sent = 0
+        self.heartbeats_received = 0
         self.restored_records = 0
         self.commits = 0
         self.committed: dict[str, int] = {}
@@ -83,6 +86,8 @@ class Monitor:
             "late_events": sum(self.late_by_step.values()),
             "late_events_by_step": dict(sorted(self.late_by_step.items())),
             "changelog_records": self.changelog_records,
+            "heartbeats_sent": self.heartbeats_sent,
+            "heartbeats_received": self.heartbeats_received,
             "restored_records": self.restored_records,
             "commits": self.commits,
             "batches": self.batches,

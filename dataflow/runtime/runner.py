@@ -36,6 +36,8 @@ class RunOptions:
     outputs: list[tuple[str, str]] = field(default_factory=list)  # (topic, path or "-")
     keyed: bool = False
     until_idle: bool = False
+    #: with until_idle: finish at the end of the input (close windows, emit unmatched join rows)
+    bounded: bool = True
     progress: bool = False
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
@@ -109,7 +111,8 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
         def inputs_done() -> bool:
             return all(f.done() for f in feeders)
 
-        await worker.run(until_idle=options.until_idle, idle_when=inputs_done)
+        await worker.run(until_idle=options.until_idle, idle_when=inputs_done,
+                         bounded=options.until_idle and options.bounded)
         for t in tailers:
             t.finish()
         await asyncio.gather(*tail_tasks)

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 #: A changelog record carrying partition metadata (its value), not a key's value.
 META_HEADER = "dataflow.meta"
 _STREAM_TIME = b"stream_time"
+_WATERMARKS = b"watermarks"  # the per-origin watermarks of a partition fed by an internal topic
 _READ_BATCH = 10_000
 _EMPTY_READS = 20
 # Below this many changes a store write takes microseconds: cheaper inline than a thread hop.
@@ -164,14 +165,17 @@ class StateManager:
                                        f"returned nothing at offset {position} of {end}")
                 continue
             empty = 0
-            records, stream_time = [], None
+            records, stream_time, watermarks = [], None, None
             for m in messages:
-                if m.key is None and any(h == META_HEADER for h, _ in m.headers):
+                kind = next((v for h, v in m.headers if h == META_HEADER), None) if m.key is None else None
+                if kind == _WATERMARKS:
+                    watermarks = orjson.loads(m.value or b"{}")
+                elif kind is not None:
                     stream_time = max(stream_time or 0, int(orjson.loads(m.value or b"0")))
                 else:
                     records.append((m.key, m.value))
             position = messages[-1].offset + 1
-            restored += await loop.run_in_executor(None, part.restore, records, position, stream_time)
+            restored += await loop.run_in_executor(None, part.restore, records, position, stream_time, watermarks)
         self.restored += restored
         table.source_offsets[part.partition] = position if table.source_changelog else 0
         logger.info("restored %s[%d]: %d changelog records (offsets %d..%d)",
@@ -229,6 +233,9 @@ class StateManager:
                     if part.stream_time_changed and part.stream_time is not None:
                         records.append(ProducerRecord(table.changelog, None, orjson.dumps(part.stream_time), p,
                                                       None, ((META_HEADER, _STREAM_TIME),)))
+                    if part.stream_time_changed and part.watermarks:
+                        records.append(ProducerRecord(table.changelog, None, orjson.dumps(part.watermarks), p,
+                                                      None, ((META_HEADER, _WATERMARKS),)))
                 if changes or len(records) > first or table.source_changelog:
                     self._pending.append(_Pending(table, part, changes, first, len(records) - first))
         return records

@@ -8,6 +8,12 @@ worker calls after each batch, and expiry runs in :meth:`StatefulStep.before_com
 
 Time: each table partition keeps a *stream time*, the highest event time it has seen
 (persisted with the table, so a restart decides exactly as an uninterrupted run would).
+A partition fed from a repartition or through topic follows the watermark of its
+upstream partitions instead (`runtime.watermarks`); steps see no difference: they call
+``part.advance(t)`` and use what it returns.
+
+End of a bounded input: :meth:`StatefulStep.finish` emits what only the passing of more
+event time would have emitted, without moving the stream times that are persisted.
 """
 from __future__ import annotations
 
@@ -72,6 +78,16 @@ class StatefulStep(Step):
     def on_revoked(self, partition: int) -> None:
         """A partition's tables are about to close."""
 
+    def finish(self) -> None:
+        """The end of a bounded input: emit, as if event time passed everything, what is
+        still waiting for time to pass (open ``emit final`` windows, unmatched join rows).
+
+        Called once, after the step's inputs have all ended and after its last ``tick()``;
+        what it emits must not be emitted again by a later ``tick()`` of the same run. The
+        persisted stream times stay as they are, so a later run over the same state goes on
+        from the real event time (and closes these windows and rows again when it passes).
+        """
+
 
 class TableStep(StatefulStep):
     """The latest value per key (a materialized stream, or a table read from a topic).
@@ -125,6 +141,9 @@ class AggregateStep(StatefulStep):
         self.events_table = events
         self.changes = node.emit == "changes"
         self._before: dict[int, int | None] = {}  # stream time of each partition before this batch
+        # Stream time of each partition at the last tick: a watermark can move it without
+        # any record reaching this step, and what that closes is emitted all the same.
+        self._ticked: dict[int, int | None] = {}
         self._expired_at: dict[int, int] = {}
 
     def present(self, key: Any, acc: Any) -> Any:
@@ -247,18 +266,45 @@ class AggregateStep(StatefulStep):
         before, self._before = self._before, {}
         if self.changes or self.window is None:
             return
-        w, decode, out = self.window, self.table.keys.decode, []
-        for p, previous in sorted(before.items()):
-            part = self.table.partitions.get(p)
-            if part is None or part.stream_time is None or part.stream_time == previous:
+        w, out = self.window, []
+        for p, part in sorted(self.table.partitions.items()):
+            # Since the last tick (a watermark may have moved it before this batch reached p);
+            # before the first tick, since the first record of this batch.
+            previous = self._ticked[p] if p in self._ticked else before.get(p, part.stream_time)
+            self._ticked[p] = part.stream_time
+            if part.stream_time is None or part.stream_time == previous:
                 continue
             lo = None if previous is None else self.table.keys.start_bound(w.closed_before(previous))
             hi = self.table.keys.start_bound(w.closed_before(part.stream_time))
-            for key, acc in part.range(lo, hi):
-                k, start = decode(key)
-                end_ts = start + w.span - 1
-                out.append((k, self.present((k, start), acc), end_ts, _origin(self.name, p, end_ts)))
+            self._emit_windows(p, part, lo, hi, out)
         self.emit(out)
+
+    def _emit_windows(self, p: int, part: Any, lo: bytes | None, hi: bytes | None, out: list[Rec]) -> None:
+        w, decode = self.window, self.table.keys.decode
+        assert w is not None
+        for key, acc in part.range(lo, hi):
+            k, start = decode(key)
+            end_ts = start + w.span - 1
+            out.append((k, self.present((k, start), acc), end_ts, _origin(self.name, p, end_ts)))
+
+    def finish(self) -> None:
+        """Emit every window still open (``emit final``): the input ended."""
+        self.tick()
+        if self.changes or self.window is None:
+            return
+        w, out = self.window, []
+        for p, part in sorted(self.table.partitions.items()):
+            lo = None if part.stream_time is None else self.table.keys.start_bound(w.closed_before(part.stream_time))
+            self._emit_windows(p, part, lo, None, out)
+        self.emit(out)
+
+    def on_assigned(self, partition: int) -> None:
+        part = self.table.partitions.get(partition)
+        self._ticked[partition] = None if part is None else part.stream_time
+
+    def on_revoked(self, partition: int) -> None:
+        self._ticked.pop(partition, None)
+        self._before.pop(partition, None)
 
     def before_commit(self) -> None:
         if self.window is None:
@@ -445,15 +491,38 @@ class JoinStep(StatefulStep):
 
     def tick(self) -> None:
         touched, self._touched = self._touched, set()
+        if self.node.within_ms is None:
+            return
         out: list[Rec] = []
-        for p in sorted(touched):
-            left, right = self.tables["left"], self.tables["right"]
-            assert left is not None and right is not None
+        left, right = self.tables["left"], self.tables["right"]
+        assert left is not None and right is not None
+        # Every open partition, not only those a record reached: a watermark from upstream
+        # partitions moves stream time on its own (closing is a heap peek when nothing is due).
+        for p in sorted(touched | set(left.partitions)):
             watermark = _watermark(left.partition(p).stream_time, right.partition(p).stream_time)
             if watermark is None:
                 continue
             for side in ("left", "right"):
                 self._close(side, p, watermark, out)
+        self.emit(out)
+
+    def finish(self) -> None:
+        """Emit the rows still waiting for a partner (left and outer joins): the input ended.
+
+        They stay in the join's state: a later run over it may still match them (and then
+        emits the joined row too) or close them again.
+        """
+        self.tick()
+        if self.node.within_ms is None or self.node.how == "inner":
+            return
+        out: list[Rec] = []
+        for side in ("left", "right") if self.node.how == "outer" else ("left",):
+            table = self.tables[side]
+            assert table is not None
+            for p, part in sorted(table.partitions.items()):
+                pending = sorted((e[0], e[1], key, e[2]) for key, entries in part.range() for e in entries if not e[3])
+                for ts, _offset, key, value in pending:
+                    out.append((orjson.loads(key), self._row(side, value, None), ts, _origin(self.name, p, ts)))
         self.emit(out)
 
     def _close(self, side: str, p: int, watermark: int, out: list[Rec]) -> None:

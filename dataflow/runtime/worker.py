@@ -26,6 +26,12 @@ runs (`runtime.flow_timers`): each tick takes the batch lock, pushes its one rec
 through the timer's steps, and produces and commits like a batch. They do not keep an
 `until_idle` run going.
 
+After a repartition (or a `through` topic), stream time follows watermarks that the
+writing tasks send along with their records (`runtime.watermarks`), so it advances with
+the slowest upstream partition. A bounded run (`run(until_idle=True)`, unless told
+`bounded=False`) ends by finishing: at the end of its input every stateful step, upstream
+first, emits what was waiting for event time to pass (`runtime.finish`).
+
 Python agents the pipeline calls (`call agent`, `to agent`) run in this process, their apps
 on this worker's transport from `start()` to `stop()`; what reached them in a batch is asked
 and cast before the batch's outputs are produced (`runtime.flow_agents`).
@@ -54,6 +60,7 @@ from .alignment import Aligner, bootstrap_topics
 from .codecs import CodecError, get_codec
 from .engine import CompiledAgent, Output, Rec, Step, compile_agent
 from .event_time import EventTimeGuard, field_time
+from .finish import Finisher
 from .flow_agents import AgentApps
 from .flow_timers import FlowTimer, TimerStep, stop_timers
 from .keys import key_checker
@@ -63,6 +70,7 @@ from .records import validator
 from .replies import encode_reply_value, reply_address, reply_to_record
 from .state import RestoreError, StateManager, make_tables
 from .stateful import StatefulStep
+from .watermarks import Heartbeat, Watermarks, is_heartbeat, split
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +180,8 @@ class Worker:
         # their topics' records wait in its queues. None: no such task, today's direct path only.
         self.aligner: Aligner | None = None
         self._direct: dict[str, list[_Route]] = {}  # topic -> routes processed as fetched
+        self.watermarks = Watermarks(plan, self.tables)
+        self.finisher: Finisher | None = None  # a bounded run at the end of its input
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -206,6 +216,10 @@ class Worker:
         for step in self.stateful:
             self.state.on_assigned.append(lambda p, _store, step=step: step.on_assigned(p))
             self.state.on_revoked.append(lambda p, _store, step=step: step.on_revoked(p))
+        if self.watermarks.active:
+            self.watermarks.set_counts(await self.transport.describe_topics(self.watermarks.topics()))
+            self.state.on_assigned.append(lambda p, store: self.watermarks.opened(store, p))
+            self.state.on_revoked.append(lambda p, store: self.watermarks.closed(store, p))
         await self.agent_apps.start(self.agents)
         self.producer = self.transport.producer()
         await self.producer.start()
@@ -264,6 +278,7 @@ class Worker:
                 self.tracker.forget(tps)
                 if self.aligner is not None:
                     self.aligner.revoke(tps)  # buffered records go unacked: the next owner replays them
+                self.watermarks.forget(tps)
                 await self.state.revoke(tps)
 
     async def stop(self) -> None:
@@ -288,12 +303,21 @@ class Worker:
         self._stopping.set()
 
     # ------------------------------------------------------------------ the loop
-    async def run(self, until_idle: bool = False, idle_when: Callable[[], bool] = lambda: True) -> None:
+    async def run(self, until_idle: bool = False, idle_when: Callable[[], bool] = lambda: True,
+                  bounded: bool | None = None) -> None:
         """Consume until stopped; with `until_idle`, until inputs are consumed and agents idle.
 
         The pipeline's timers tick meanwhile; they stop when this returns (so a pipeline of
         timers alone returns at once with `until_idle`).
+
+        `bounded` (default: `until_idle`): the inputs are finite, so once they are consumed
+        event time passes everything: open `emit final` windows and unmatched rows of left
+        and outer joins are emitted, upstream steps first, before this returns. With
+        `until_idle` and `bounded=False` the run stops with them still open, as an unbounded
+        run leaves them, for a later run to go on.
         """
+        if (until_idle if bounded is None else bounded) and self.consumer is not None:
+            self.finisher = Finisher(self)
         self._timer_tasks.extend(asyncio.ensure_future(timer.run()) for timer in self.timers)
         try:
             await self._consume(until_idle, idle_when)
@@ -356,7 +380,7 @@ class Worker:
                 if await self._shares_group():
                     async with self._lock:  # caught up: peers deciding whether they are idle wait for these offsets
                         await self.commit(force=bool(self.tracker.committable()))
-                if await self.is_idle():
+                if await self.is_idle() and (self.finisher is None or await self.finisher.at_end()):
                     return
             else:
                 async with self._lock:
@@ -403,15 +427,60 @@ class Worker:
         return done
 
     def _process_slice(self, route: _Route, batch: list[Rec]) -> None:
-        """A slice of one aligned input (decoded when fetched) through its task's steps."""
+        """A slice of one aligned input (decoded when fetched) through its task's steps.
+
+        On an internal topic that carries watermarks, the slice is cut where they are, as
+        `_process` cuts a fetched batch: its heartbeats (queued in their place) and marks
+        apply once the records before them in their partition are processed, not when fetched.
+        """
         if not self._direct.get(route.topic):  # else its asks were noted when fetched
             for rec in batch:
                 m = rec[3]
                 if m.headers and reply_address(m.headers) is not None:
                     self._asks[id(m)] = m
+        if route.topic not in self.watermarks.reading:
+            self._push_decoded(route, batch)
+            return
+        tp = TP(route.topic, batch[0][3].partition)
+        by_message = {id(rec[3]): rec for rec in batch}
+        for piece, marks, beat, behind in split([rec[3] for rec in batch]):
+            records = [by_message[id(m)] for m in piece]
+            if behind is not None:  # out of order where it came from: judged as it was there
+                self.watermarks.judge(tp, behind)
+                self._push_decoded(route, records)
+                self.watermarks.judge(tp, None)
+            elif records:
+                self._push_decoded(route, records)
+            self.watermarks.read(tp, marks)
+            if beat:  # a control record, not a message: counted apart
+                self.monitor.on_received(tp.topic, -1)
+                self.monitor.heartbeats_received += 1
+
+    def _push_decoded(self, route: _Route, batch: list[Rec]) -> None:
+        if batch and route.topic in self.watermarks.observed:
+            self.watermarks.observe(TP(route.topic, batch[0][3].partition), batch)
         for step in route.steps:
             step.push(batch)
         self.monitor.on_events(route.agent, len(batch))
+
+    def _decode_queued(self, route: _Route, messages: list[Message]) -> list[Rec]:
+        """A fetched batch of an aligned input, decoded for its queue. Heartbeats stay in the
+        queue in their place (they carry the watermarks `_process_slice` applies there)."""
+        if route.topic not in self.watermarks.reading:
+            return self._decode(route, messages)
+        out: list[Rec] = []
+        run: list[Message] = []
+        for m in messages:
+            if m.headers and is_heartbeat(m):
+                if run:
+                    out.extend(self._decode(route, run))
+                    run = []
+                out.append((None, None, m.timestamp, m))
+            else:
+                run.append(m)
+        if run:
+            out.extend(self._decode(route, run))
+        return out
 
     def _tick(self) -> None:
         """Let stateful steps emit what the batch closed; count what they dropped as late."""
@@ -473,7 +542,7 @@ class Worker:
         if self.aligner is not None and self.aligner.reads(tp.topic):
             # Queued for its tasks, decoded now (the event time may be a value field); its
             # offsets are acked as the queues drain (`_take_aligned`), not with this batch.
-            self.aligner.push(tp, messages, functools.partial(self._decode, messages=messages))
+            self.aligner.push(tp, messages, functools.partial(self._decode_queued, messages=messages))
             if not routes:
                 return
         else:
@@ -483,8 +552,28 @@ class Worker:
         for m in messages:
             if m.headers and reply_address(m.headers) is not None:
                 self._asks[id(m)] = m
+        if tp.topic in self.watermarks.reading:
+            # Watermarks apply after the record that carries them: push the batch in pieces.
+            for piece, marks, beat, behind in split(messages):
+                if behind is not None:  # out of order where it came from: judged as it was there
+                    self.watermarks.judge(tp, behind)
+                    self._push(tp, routes, piece)
+                    self.watermarks.judge(tp, None)
+                elif piece:
+                    self._push(tp, routes, piece)
+                self.watermarks.read(tp, marks)
+                if beat:  # a control record, not a message: counted apart
+                    self.monitor.on_received(tp.topic, -1)
+                    self.monitor.heartbeats_received += 1
+        else:
+            self._push(tp, routes, messages)
+
+    def _push(self, tp: TP, routes: list[_Route], messages: list[Message]) -> None:
+        observed = tp.topic in self.watermarks.observed
         for route in routes:
             batch = self._decode(route, messages)
+            if observed:
+                self.watermarks.observe(tp, batch)
             for step in route.steps:
                 step.push(batch)
             self.monitor.on_events(route.agent, len(batch))
@@ -573,6 +662,8 @@ class Worker:
                         pending.extend(records_or_awaitables)
         if pending:  # before producing, so a failing async sink's dead letter goes out with this batch
             await asyncio.gather(*pending)
+        if self.watermarks.active:
+            records.extend(self.watermarks.heartbeats())
         if self._asks:
             records.extend(self._unanswered_replies())
         if self._dead:
@@ -588,6 +679,11 @@ class Worker:
     def _count_sent(self, records: list[ProducerRecord]) -> None:
         for topic, count in Counter(map(_topic_of, records)).items():  # counted in C, not per record in Python
             self.monitor.on_sent(topic, count)
+        if self.watermarks.active and Heartbeat in Counter(map(type, records)):
+            for record in records:  # control records are counted apart (rare: one per idle partition)
+                if type(record) is Heartbeat:
+                    self.monitor.on_sent(record.topic, -1)
+                    self.monitor.heartbeats_sent += 1
 
     def _unanswered_replies(self) -> list[ProducerRecord]:
         """Null replies to asks that left no output here (filtered out), then forget them."""
@@ -613,7 +709,7 @@ class Worker:
             if output.internal:
                 self._forwarded.add(key)
                 if i < len(records):
-                    records[i] = dataclasses.replace(records[i], headers=request)
+                    records[i] = dataclasses.replace(records[i], headers=(*request, *records[i].headers))
             elif output.node and key not in self._answered:  # a sink: the flow's result
                 self._answered.add(key)
                 try:
@@ -642,10 +738,11 @@ class Worker:
                 values = codec.dumps_many([rec[1] for rec in batch])
                 if codec.name == "json":
                     values = [compact(v) for v in values]
-                return [ProducerRecord(target, compact(dumps(rec[0])) if rec[0] is not None else None, value,
-                                       None, rec[2]) for rec, value in zip(batch, values)]
+                records = [ProducerRecord(target, compact(dumps(rec[0])) if rec[0] is not None else None, value,
+                                          None, rec[2]) for rec, value in zip(batch, values)]
             except (CodecError, TypeError):
-                return self._encode_one_by_one(output, batch)
+                records = self._encode_one_by_one(output, batch)
+            return self.watermarks.stamp(target, records, batch) if output.internal else records
         if output.kind in ("stdout", "file"):
             lines = b"".join(orjson.dumps({"key": k, "value": v}) + b"\n" for k, v, _ts, _m in batch).decode()
             if output.kind == "stdout":
@@ -714,6 +811,8 @@ class Worker:
 
     async def commit(self, force: bool = False) -> None:
         """Commit if `commit_every` messages or `commit_interval` seconds have passed (or `force`)."""
+        if self.watermarks.active and self.consumer is not None and await self.watermarks.check_idle(self.consumer):
+            await self._flush()  # tell readers that a quiet source partition stops holding them back
         due = force or self._since_commit >= self.options.commit_every or \
             time.monotonic() - self._last_commit >= self.options.commit_interval
         if due:

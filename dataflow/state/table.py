@@ -41,6 +41,10 @@ _START = struct.Struct(">Q")
 _BIAS = 1 << 63  # shifts signed window starts so that bytewise order is numeric order
 _CHANGELOG_OFFSET = b"changelog_offset"
 _STREAM_TIME = b"stream_time"
+_WATERMARKS = b"watermarks"
+#: What :meth:`TablePartition.advance` returns while a followed watermark is still unknown:
+#: earlier than any event, so nothing is late and nothing closes.
+EARLIEST = -(1 << 62)
 _OFFSET = struct.Struct(">q")
 
 
@@ -102,6 +106,13 @@ class TablePartition:
 
     ``stream_time`` (the highest event time the partition has seen, or None) is kept with
     the data, so window closing and lateness decide the same way after a restart.
+
+    A partition fed from a repartition or through topic *follows* a watermark instead
+    (``follows``, set by :mod:`dataflow.runtime.watermarks`): its stream time is the lowest
+    of its upstream partitions' progress, moved by :meth:`follow`, and :meth:`advance`
+    leaves it alone. Steps need not know which: they call ``advance(t)`` for each event
+    and use what it returns (never None) to close windows and judge lateness, and compare
+    ``stream_time`` across batches to see what closed.
     """
 
     def __init__(self, store: PartitionStore, keys: KeyCodec, cache_limit: int = 100_000) -> None:
@@ -115,6 +126,12 @@ class TablePartition:
         raw_time = store.get_meta(_STREAM_TIME)
         self.stream_time: int | None = _OFFSET.unpack(raw_time)[0] if raw_time else None
         self._stream_time_changed = False
+        self.follows = False
+        #: while one out-of-order record is pushed: the time it is judged by (see runtime.watermarks)
+        self.judge: int | None = None
+        raw_marks = store.get_meta(_WATERMARKS)
+        #: the per-origin watermarks a following partition judged by: {topic: {origin: time}}
+        self.watermarks: dict[str, dict[str, int]] | None = orjson.loads(raw_marks) if raw_marks else None
 
     @property
     def partition(self) -> int:
@@ -140,11 +157,30 @@ class TablePartition:
         self.put(key, ABSENT)
 
     def advance(self, timestamp: int) -> int:
-        """Move stream time forward to ``timestamp`` (never back); returns the new stream time."""
+        """Move stream time forward to ``timestamp`` (never back); returns the new stream time.
+
+        A following partition's stream time is its watermark: unchanged by ``timestamp``,
+        and :data:`EARLIEST` while unknown. What it returns while a record that was out of
+        order where it came from is pushed is the time that record would have been judged
+        by there (``judge``), so lateness is decided as without the repartition.
+        """
+        if self.follows:
+            now = EARLIEST if self.stream_time is None else self.stream_time
+            judge = self.judge
+            return now if judge is None or judge < now else judge
         if self.stream_time is None or timestamp > self.stream_time:
             self.stream_time = timestamp
             self._stream_time_changed = True
         return self.stream_time
+
+    def follow(self, watermark: int | None, watermarks: dict[str, dict[str, int]]) -> None:
+        """Take the watermark (never back) and the per-origin watermarks it came from."""
+        if watermark is not None and (self.stream_time is None or watermark > self.stream_time):
+            self.stream_time = watermark
+            self._stream_time_changed = True
+        if watermarks and watermarks != self.watermarks:
+            self.watermarks = watermarks
+            self._stream_time_changed = True
 
     def range(self, start: bytes | None = None, stop: bytes | None = None) -> Iterator[tuple[bytes, Any]]:
         """Decoded items with ``start <= key < stop``, in key order, unflushed writes included."""
@@ -182,6 +218,8 @@ class TablePartition:
         meta = {_CHANGELOG_OFFSET: _OFFSET.pack(changelog_offset)}
         if self.stream_time is not None:
             meta[_STREAM_TIME] = _OFFSET.pack(self.stream_time)
+        if self.watermarks:
+            meta[_WATERMARKS] = orjson.dumps(self.watermarks)
         self.store.apply(changes, meta)
         self.changelog_offset = changelog_offset
         self.dirty.clear()
@@ -190,7 +228,7 @@ class TablePartition:
             self.cache.clear()  # everything is in the store now; reads refill what is hot
 
     def restore(self, records: Iterable[tuple[bytes | None, bytes | None]], end_offset: int,
-                stream_time: int | None = None) -> int:
+                stream_time: int | None = None, watermarks: dict[str, dict[str, int]] | None = None) -> int:
         """Apply changelog records ``(changelog key, value)`` read up to ``end_offset``.
 
         Returns how many records were applied. Unflushed writes must not exist (restore
@@ -200,8 +238,10 @@ class TablePartition:
             raise RuntimeError(f"cannot restore {self.store.name}[{self.partition}] over unflushed writes")
         from_changelog = self.keys.from_changelog
         changes = [(from_changelog(key), value) for key, value in records if key is not None]
-        if stream_time is not None:
-            self.advance(stream_time)
+        if stream_time is not None and (self.stream_time is None or stream_time > self.stream_time):
+            self.stream_time = stream_time
+        if watermarks:
+            self.watermarks = watermarks
         self.flush(changes, end_offset)
         self.cache.clear()
         return len(changes)

@@ -13,6 +13,7 @@ from dataflow import Flow
 from dataflow.planner import plan as build_plan
 from dataflow.planner.plan import ExecutionPlan
 from dataflow.runtime.monitor import Monitor
+from dataflow.runtime.watermarks import is_heartbeat
 from dataflow.runtime.worker import Worker, WorkerOptions
 from dataflow.transport.base import TP, Message, ProducerRecord, Transport
 from dataflow.transport.local import LocalTransport
@@ -48,16 +49,20 @@ class Run:
     ends: dict[TP, int] = field(default_factory=dict)
     tables: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)  # rows when the run went idle
 
+    def messages(self, topic: str) -> list[Message]:
+        """What a topic holds, without the heartbeats that carry watermarks (control records)."""
+        return [m for m in self.topics[topic] if not is_heartbeat(m)]
+
     def values(self, topic: str) -> list[Any]:
-        return [orjson.loads(m.value) for m in self.topics[topic]]
+        return [orjson.loads(m.value) for m in self.messages(topic)]
 
     def pairs(self, topic: str) -> list[tuple[Any, Any]]:
         return [(orjson.loads(m.key) if m.key is not None else None, orjson.loads(m.value))
-                for m in self.topics[topic]]
+                for m in self.messages(topic)]
 
     def by_partition(self, topic: str) -> dict[int, list[tuple[Any, Any]]]:
         out: dict[int, list[tuple[Any, Any]]] = {}
-        for m in self.topics[topic]:
+        for m in self.messages(topic):
             out.setdefault(m.partition, []).append(
                 (orjson.loads(m.key) if m.key is not None else None, orjson.loads(m.value)))
         return out
@@ -76,8 +81,11 @@ async def read_all(transport: Transport) -> dict[str, list[Message]]:
 
 
 async def run_on(transport: Transport, flow: Flow | ExecutionPlan, inputs: dict[str, list[ProducerRecord]] | None = None,
-                 *, batch_size: int = 1000, after_start: Any = None) -> Run:
-    """Start a worker on a started transport, produce `inputs`, run until idle, stop."""
+                 *, batch_size: int = 1000, after_start: Any = None, bounded: bool | None = None) -> Run:
+    """Start a worker on a started transport, produce `inputs`, run until idle, stop.
+
+    `bounded=False`: stop when idle without finishing (windows and join rows stay open).
+    """
     plan = flow if isinstance(flow, ExecutionPlan) else build_plan(flow.topology())
     stdout = io.StringIO()
     data_dir = str(transport.log.path.parent) if isinstance(transport, LocalTransport) else None
@@ -88,7 +96,7 @@ async def run_on(transport: Transport, flow: Flow | ExecutionPlan, inputs: dict[
                                           for r in records])
     if after_start is not None:
         await after_start(worker)
-    await worker.run(until_idle=True)
+    await worker.run(until_idle=True, bounded=bounded)
     tables = {name: table.rows() for name, table in worker.tables.items()}
     await worker.stop()
     broker = transport.broker  # type: ignore[attr-defined]

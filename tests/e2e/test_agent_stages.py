@@ -161,7 +161,7 @@ async def test_agent_stages_chain_and_what_they_give_closes_windows_in_the_same_
     chained.window(tumbling("10s")).aggregate(n=agg.count(), emit="final", name="per_10s").changes().to("counts")
     at = [(1_000, 1), (2_000, 2), (3_000, 4), (12_000, 6)]
     inputs = [ProducerRecord("", b'"k"', str(n).encode(), None, ts) for ts, n in at]
-    run = await run_flow(kind, tmp_path, flow, {"n": inputs})
+    run = await run_flow(kind, tmp_path, flow, {"n": inputs}, bounded=False)  # no close at the end
     assert run.values("fours") == [{"n": 4}, {"n": 8}, {"n": 12}]
     # the reply at 12s closes [0s, 10s): emitted with that batch, not left for one that never comes
     assert run.pairs("counts") == [("k", {"n": 2, "window_start": 0, "window_end": 10_000})]

@@ -92,7 +92,7 @@ class Result:
 
 
 async def run(data: Path, records: list[dict[str, Any]]) -> Result:
-    """One `dataflow run --until-idle` of PLAN on the local log in `data`, fed `records` first."""
+    """One `dataflow run --until-idle --unbounded` of PLAN on the local log in `data`, fed `records` first."""
     transport = LocalTransport(data)
     await transport.start()
     try:
@@ -101,7 +101,9 @@ async def run(data: Path, records: list[dict[str, Any]]) -> Result:
         await worker.start()
         if records:
             await worker.producer.send_batch([ProducerRecord("ev", None, orjson.dumps(r)) for r in records])
-        await worker.run(until_idle=True)
+        # Each run is a chunk of one stream: it stops when idle without finishing (an
+        # unbounded run), so windows close by event time across runs, never at a run's end.
+        await worker.run(until_idle=True, bounded=False)
         tables = {name: worker.tables[name].rows() for name in TABLES}
         await worker.stop()
         log = transport.log

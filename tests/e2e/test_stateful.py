@@ -85,6 +85,8 @@ async def test_tumbling_emit_final_sends_each_window_once_when_it_closes(kind, t
         ("b", {"lo": 7, "hi": 7, "avg": 7.0, "window_start": 0, "window_end": 10_000}),
         ("a", {"lo": 3, "hi": 3, "avg": 3.0, "window_start": 10_000, "window_end": 20_000}),
         ("b", {"lo": 2, "hi": 2, "avg": 2.0, "window_start": 10_000, "window_end": 20_000}),
+        # the end of the (bounded) input closes the last window
+        ("a", {"lo": 4, "hi": 4, "avg": 4.0, "window_start": 20_000, "window_end": 30_000}),
     ]
     assert run.monitor.as_dict()["late_events_by_step"] == {"stats": 1}
 
