@@ -131,15 +131,15 @@ class SessionStep(StatefulStep):
             # the common case: the event extends one session and leaves its start; the newest
             # event folds in last, so the stored accumulators stay valid (updated in place)
             session = touched[0]
+            key = encode((k, session[0]))
+            stored = part.get(key)
+            agg.add_args(stored[1], args)  # first: an event that fails to fold is not kept for refolds
             if t > session[1]:
                 session[1] = t
             session[2].append(event)
             entry[0] = seq + 1
             buffers.put(kb, entry)
-            key = encode((k, session[0]))
-            stored = part.get(key)
             stored[0] = session[1]
-            agg.add_args(stored[1], args)
             part.put(key, stored)
             if self.changes:
                 out.append((k, self.present((k, session[0]), stored), ts, meta))
@@ -152,8 +152,8 @@ class SessionStep(StatefulStep):
         elif len(touched) == 1:  # the event moves the session's start earlier
             old = touched[0]
             start, end, events = t, old[1], old[2]
-            events.append(event)
             acc = agg.add_args(part.get(encode((k, old[0])))[1], args)
+            events.append(event)
             gone = [old]
         else:
             start, end = min(t, touched[0][0]), max(t, max(s[1] for s in touched))

@@ -106,3 +106,22 @@ def test_a_new_step_over_the_same_stores_closes_what_the_old_one_left_open():
     out2.rows.clear()
     again.finish()
     assert out2.rows == [("b", {"n": 2, "xs": [3, 4], "window_start": 12, "window_end": 21}, 21)]
+
+
+def test_an_event_that_fails_to_fold_is_dead_lettered_and_not_kept_for_a_later_merge():
+    flow = Flow("s", partitions=1)
+    (flow.source("ev").group_by("k", name="by_k").window(session("10ms", grace="50ms", on="ts"))
+     .aggregate(total=agg.sum("x"), name="agg"))
+    plan = build_plan(flow.topology())
+    tables = make_tables(plan)
+    from dataflow.state.stores import MemoryStore
+    for name, table in tables.items():
+        table.partitions[0] = TablePartition(MemoryStore(name, 0), table.keys)
+    dead: list[Any] = []
+    step = compile_stateful(plan.topology.node("agg"), plan, lambda rec, e, node: dead.append((rec[1], type(e))),
+                            tables)
+    out = Collect()
+    step.successors.append(out)
+    push(step, ("a", 0, 1), ("a", 5, "two"), ("a", 20, 2), ("a", 10, 3))  # 10 bridges [0, 0] and [20, 20]
+    assert dead == [({"k": "a", "ts": 5, "x": "two"}, TypeError)]
+    assert tables["agg"].rows() == [(("a", 0), {"total": 6, "window_start": 0, "window_end": 20})]
