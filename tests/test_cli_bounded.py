@@ -156,6 +156,9 @@ def test_a_left_join_emits_its_unmatched_rows_at_the_end_of_input(workdir):
         if rng.random() < 0.5:  # clicked, sometimes too late to count
             cts = ts + rng.choice([1_000, 9_000, 10_000, 11_000, 30_000])
             clicks.append({"key": f"i{i}", "value": {"impression_id": f"i{i}", "ts": cts}})
+    # Each input in time order: a click older than both inputs' time would be late (the join
+    # has no grace), and the inputs are taken in time order across the two topics.
+    clicks.sort(key=lambda c: c["value"]["ts"])
     write_lines("imps.jsonl", imps)
     write_lines("clicks.jsonl", clicks)
     result = invoke("clicks.flow", "--keyed", "-i", "impressions=imps.jsonl", "-i", "clicks=clicks.jsonl",

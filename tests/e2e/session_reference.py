@@ -4,6 +4,12 @@ It keeps, per key, the list of accepted events that are not in a closed session 
 recomputes the sessions from it on every event (sort by time, split where two neighbours
 are more than `gap` apart); closed sessions are frozen lists of events. Nothing is
 incremental, nothing is merged: it only writes down the rules of docs/state.md.
+
+Stream time is the pipeline's single source partition's: the test pipelines re-key one
+source partition into the session partitions, and after a repartition a partition's time is
+the watermark of where its records came from (docs/state.md, "Watermarks after a
+repartition"), so every session partition closes and judges lateness by the highest time
+read from the source so far.
 """
 from __future__ import annotations
 
@@ -49,7 +55,9 @@ class Reference:
     grace: int
     partitions: int = 1
     retention: int = 24 * 3600 * 1000
-    stream_time: dict[int, int] = field(default_factory=dict)
+    stream_time: int | None = None  # the source partition's: see the module docstring
+    runs_finished: int = 0  # how many times the end of input closed every session
+    closed_in: dict[tuple[Any, int], int] = field(default_factory=dict)  # (key, start) -> runs finished before
     live: dict[Any, list[Event]] = field(default_factory=dict)  # key -> events of its open sessions
     closed: dict[Any, list[list[Event]]] = field(default_factory=dict)
     changes: dict[int, list[tuple[Any, Any]]] = field(default_factory=dict)  # partition -> emitted (key, row)
@@ -60,12 +68,13 @@ class Reference:
     def partition(self, key: Any) -> int:
         return partition_for(orjson.dumps(key), self.partitions)
 
-    def _close(self, key: Any, p: int, everything: bool = False) -> None:
+    def _close(self, key: Any, everything: bool = False) -> None:
         """Freeze the key's sessions that stream time has closed (or all, at the end of input)."""
         still = []
         for s in sessions_of(self.live.get(key, []), self.gap):
-            if everything or bounds(s)[1] + self.gap + self.grace < self.stream_time[p]:
+            if everything or bounds(s)[1] + self.gap + self.grace < self.stream_time:  # type: ignore[operator]
                 self.closed.setdefault(key, []).append(s)
+                self.closed_in[(key, bounds(s)[0])] = self.runs_finished
             else:
                 still.extend(s)
         self.live[key] = still
@@ -73,11 +82,10 @@ class Reference:
     def add(self, key: Any, t: int, x: Any) -> None:
         p = self.partition(key)
         self.arrivals += 1
-        self.stream_time[p] = max(self.stream_time.get(p, t), t)
+        self.stream_time = t if self.stream_time is None else max(self.stream_time, t)
         self.live.setdefault(key, [])
         for other in list(self.live):
-            if self.partition(other) == p:
-                self._close(other, p)
+            self._close(other)
 
         def touches(s: list[Event]) -> bool:
             start, end = bounds(s)
@@ -86,7 +94,7 @@ class Reference:
         before = sessions_of(self.live[key], self.gap)
         touched = [s for s in before if touches(s)]
         if not touched and (any(touches(s) for s in self.closed.get(key, []))
-                            or t + self.gap + self.grace < self.stream_time[p]):
+                            or t + self.gap + self.grace < self.stream_time):
             self.late += 1
             return
         event = (self.arrivals, t, x)
@@ -100,15 +108,18 @@ class Reference:
 
     def finish(self) -> None:
         for key in list(self.live):
-            self._close(key, self.partition(key), everything=True)
+            self._close(key, everything=True)
+        self.runs_finished += 1
 
     def emitted_final(self) -> dict[int, list[tuple[Any, Any]]]:
-        """Every closed session, per partition, by (end, start, key as JSON)."""
+        """Every closed session, per partition, in the order closing sends them: what each run's
+        end of input closed after what closed before it, and otherwise by (end, start, key as JSON)."""
         out: dict[int, list[tuple[Any, Any, Any]]] = {}
         for key, sessions in self.closed.items():
             for s in sessions:
                 start, end = bounds(s)
-                out.setdefault(self.partition(key), []).append(((end, start, orjson.dumps(key)), key, row(s)))
+                out.setdefault(self.partition(key), []).append(
+                    ((self.closed_in[(key, start)], end, start, orjson.dumps(key)), key, row(s)))
         return {p: [(k, r) for _, k, r in sorted(rows, key=lambda item: item[0])] for p, rows in out.items()}
 
     def table(self) -> list[tuple[Any, Any]]:
@@ -117,6 +128,6 @@ class Reference:
         for key in set(self.live) | set(self.closed):
             for s in self.closed.get(key, []) + sessions_of(self.live.get(key, []), self.gap):
                 start, end = bounds(s)
-                if end + self.retention >= self.stream_time[self.partition(key)]:
+                if end + self.retention >= self.stream_time:  # type: ignore[operator]
                     rows.append(((key, start), row(s)))
         return sorted(rows, key=repr)

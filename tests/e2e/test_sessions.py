@@ -24,7 +24,7 @@ VIEWS = [("u1", 0, "home"), ("u2", 0, "home"), ("u1", 10, "cart"),
          ("u2", 15, "about"),  # within 30m of both (and [0, 0] is still open): they merge into [0, 30.5]
          ("u1", 50, "home"),  # stream time 50m closes u1's [0, 10] (10 + 30 + 1 < 50); a new session
          ("u1", 30, "faq"),  # touches the closed [0, 10] and the open [50, 50]: joins [50, 50] only -> [30, 50]
-         ("u3", 120, "home")]  # stream time 120m closes every session but this one
+         ("u3", 120, "home")]  # stream time 120m closes every session but this one; the end of input closes it
 
 
 def at(minutes: float) -> int:
@@ -60,11 +60,13 @@ async def test_visits_example_merges_moves_and_closes_sessions(kind, tmp_path):
         ("u1", {"views": 2, "pages": ["home", "faq"], **bounds(30, 50)}, at(30)),
         ("u3", {"views": 1, "pages": ["home"], **bounds(120, 120)}, at(120)),
     ]
-    # emit final: once each, when closed, by end; stamped with the session's last event time
+    # emit final: once each, when closed, by end; stamped with the session's last event time. The run is
+    # bounded (until idle), so the end of its input closes u3's session too.
     assert [(orjson.loads(m.key), orjson.loads(m.value), m.timestamp) for m in run.topics["finished-visits"]] == [
         ("u1", {"views": 2, "exit": "cart", **bounds(0, 10)}, at(10)),
         ("u2", {"views": 3, "exit": "about", **bounds(0, 30.5)}, at(30.5)),
         ("u1", {"views": 2, "exit": "faq", **bounds(30, 50)}, at(50)),
+        ("u3", {"views": 1, "exit": "home", **bounds(120, 120)}, at(120)),
     ]
     assert run.monitor.as_dict()["late_events_by_step"] == {}
 
@@ -80,7 +82,7 @@ async def test_an_event_that_only_touches_a_closed_session_is_late(kind, tmp_pat
     assert run.tables["visits"][0] == (("u1", at(0)), {"views": 2, "pages": ["home", "cart"], **bounds(0, 10)})
     assert len(run.tables["visits"]) == 4 and len(run.topics["visit-updates"]) == 10
     assert run.monitor.as_dict()["late_events_by_step"] == {"visits": 2, "finished": 2}
-    assert len(run.topics["finished-visits"]) == 3
+    assert len(run.topics["finished-visits"]) == 4  # u3's closed by the end of input
 
 
 def test_dataflow_query_prints_the_live_sessions(tmp_path, monkeypatch, repo_root):
