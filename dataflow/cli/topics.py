@@ -257,9 +257,10 @@ def _line(m: Any) -> bytes:
 
 
 async def tail(transport: Any, topic: str, out: TextIO, *, from_beginning: bool = False, follow: bool = False,
-               lines: int = 10, stop: asyncio.Event | None = None) -> int:
+               lines: int = 10, stop: asyncio.Event | None = None, started: asyncio.Event | None = None) -> int:
     """Write a topic's records as JSON lines: the last `lines` of each partition (or all with
     `from_beginning`), then, with `follow`, new ones until `stop` is set. Returns the count.
+    `started` is set once the start of each partition is fixed: what is produced after that is new.
 
     Reads with a throwaway consumer group that never commits, so it disturbs no one.
     """
@@ -276,6 +277,8 @@ async def tail(transport: Any, topic: str, out: TextIO, *, from_beginning: bool 
         for tp in tps:
             if tp in consumer.assignment():
                 consumer.seek(tp, 0 if from_beginning else max(0, ends[tp] - lines))
+        if started is not None:
+            started.set()
         while not stop.is_set():
             if not follow and all(consumer.position(tp) >= ends[tp] for tp in consumer.assignment()):
                 break

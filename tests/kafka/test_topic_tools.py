@@ -87,12 +87,11 @@ async def test_tail_follows_new_records_with_headers(kafka_url: str) -> None:
         await transport.create_topics([TopicSpec(topic, 1)])
         producer = transport.producer()
         await producer.send(ProducerRecord(topic, None, b'"old"', timestamp=5))
-        out, stop = io.StringIO(), asyncio.Event()
-        task = asyncio.create_task(tail(transport, topic, out, follow=True, lines=0, stop=stop))
-        for _ in range(600):  # wait (bounded) for the tail's consumer to join before producing
-            await asyncio.sleep(0.05)
-            if transport._consumers and transport._consumers[-1].assignment():  # type: ignore[attr-defined]
-                break
+        out, stop, started = io.StringIO(), asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(tail(transport, topic, out, follow=True, lines=0, stop=stop, started=started))
+        # Produce once the tail has fixed where it starts: a record produced while it still reads
+        # the ends would count as history (and lines=0 shows none of that).
+        await asyncio.wait_for(started.wait(), 60)
         await producer.send(ProducerRecord(topic, b'"k"', b'{"new": true}', timestamp=7, headers=(("h", b"v"),)))
         for _ in range(600):
             await asyncio.sleep(0.05)
