@@ -248,3 +248,16 @@ def test_dead_letters_written_with_output_keep_their_reason(workdir):
     assert [(h["dataflow.stage"], h["dataflow.source"]) for h in headers] == [
         ("decode", "payments[0]@0"), ("validate", "payments[0]@1")]
     assert headers[1]["dataflow.error"] == "missing field 'amount'"
+
+
+def test_a_json_null_value_on_a_typed_table_topic_deletes_its_key(workdir):
+    Path("tb.flow").write_text('pipeline tb\nrecord Customer { name: str }\ntopic customers: Customer key str\n'
+                               'topic out\ntable cs = topic customers\ncs.changes | to topic out\n')
+    Path("in.jsonl").write_text('{"key": "c1", "value": {"name": "Ada"}}\n{"key": "c2", "value": {"name": "Bo"}}\n'
+                                '{"key": "c1", "value": null}\n')
+    result = invoke("tb.flow", "--keyed", "-i", "customers=in.jsonl", "-o", "out=-", "--until-idle", "-q")
+    assert result.exit_code == 0, result.output
+    assert [(r["key"], r["value"]) for r in lines_of(result.stdout)] == [
+        ("c1", {"name": "Ada"}), ("c2", {"name": "Bo"}), ("c1", None)]
+    query = CliRunner().invoke(app, ["query", "tb.flow", "cs"])
+    assert query.stdout == '{"key":"c2","value":{"name":"Bo"}}\n'

@@ -9,8 +9,8 @@ The rules (Kafka Streams' session windows, with closed sessions made final):
   session holding all their events.
 * Stream time ``S`` is the highest event time the partition has seen. A session is
   **closed** once ``S > end + gap + grace``, and a closed session never changes again.
-  An event that touches no open session starts a new one, unless it is **late**: it
-  touches a closed session, or its own session would be closed already
+  An event that touches no open session starts a new one. It is **late** if it touches a
+  closed session (even when it touches an open one too), or if its own session would be closed already
   (``t + gap + grace < S``). Late events are dropped and counted.
 * A closed session is deleted (a tombstone in the changelog) once ``S > end + retention``;
   the retention is ``expires`` (at least ``gap + grace``), one day by default.
@@ -26,8 +26,8 @@ refolds the merged events in arrival (sequence) order, so every aggregation func
 events in arrival order gives.
 
 Outputs: ``emit changes`` sends, for each event, first a *retraction* for every session
-that stopped existing (merged away, or moved to an earlier start): a row with only its
-``window_start`` and ``window_end``; then the session's new row. ``emit final`` sends
+that stopped existing (merged away, or moved to an earlier start): a row with its
+``window_start`` and ``window_end`` and every aggregate null; then the session's new row. ``emit final`` sends
 each session's row once, when it closes, ordered by ``(window_end, window_start, key)``
 within a partition.
 """
@@ -121,7 +121,9 @@ class SessionStep(StatefulStep):
                     touched.append(session)
             else:
                 untouched.append(session)
-        if not touched and (touches_closed or t + close_after < stream_time):
+        # Touching a closed session is late even if it touches an open one too: joining only the
+        # open one would leave two sessions of the key closer than the gap (a closed one is final).
+        if touches_closed or (not touched and t + close_after < stream_time):
             self.late += 1
             return
         agg, encode = self.aggregator, self.table.keys.encode
@@ -176,8 +178,13 @@ class SessionStep(StatefulStep):
             heapq.heappush(self._heap(p), (end + close_after, _CLOSE, start, _compact(kb)))
         if self.changes:
             for old in gone:
-                out.append((k, {"window_start": old[0], "window_end": old[1]}, ts, meta))
+                out.append((k, self._retraction(old[0], old[1]), ts, meta))
             out.append((k, self.present((k, start), [end, acc]), ts, meta))
+
+    def _retraction(self, start: int, end: int) -> dict[str, Any]:
+        """The row that says a session is gone: its bounds, every aggregate null (so steps
+        after `changes` read it as a row of the table's type, and a filter drops it)."""
+        return {**dict.fromkeys(self.aggregator.names), "window_start": start, "window_end": end}
 
     # -- closing, forgetting, expiry -------------------------------------------------
     def _heap(self, p: int) -> list[tuple[int, int, int, bytes]]:

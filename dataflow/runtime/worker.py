@@ -104,6 +104,12 @@ class _Route:
     guard: EventTimeGuard | None = None  # a user topic: its event times are checked (runtime.event_time)
 
 
+def _deletes(route: _Route, message: Message) -> bool:
+    """Whether a table source's record deletes its key: a null value, or a JSON null (what
+    `dataflow send --keyed` and `run --input --keyed` write for `{"value": null}`)."""
+    return message.value is None or (message.value == b"null" and route.value_codec.name == "json")
+
+
 @dataclass
 class WorkerOptions:
     batch_size: int = 1000
@@ -579,7 +585,7 @@ class Worker:
             self.monitor.on_events(route.agent, len(batch))
 
     def _decode(self, route: _Route, messages: list[Message]) -> list[Rec]:
-        if route.tombstones and any(m.value is None for m in messages):
+        if route.tombstones and any(_deletes(route, m) for m in messages):
             return self._decode_with_tombstones(route, messages)
         values = route.value_codec.loads_many([m.value for m in messages], errors="return")
         check = route.check
@@ -615,7 +621,7 @@ class Worker:
         out: list[Rec] = []
         run: list[Message] = []
         for message in [*messages, None]:
-            if message is not None and message.value is not None:
+            if message is not None and not _deletes(route, message):
                 run.append(message)
                 continue
             if run:

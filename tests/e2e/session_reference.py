@@ -21,6 +21,8 @@ import orjson
 from dataflow.transport.base import partition_for
 
 Event = tuple[int, int, Any]  # (arrival number, time, x)
+#: the aggregates of the test pipelines, in their order: a retraction has each of them null
+AGGREGATE_NAMES = ("n", "total", "lo", "hi", "mean", "xs", "distinct", "last", "first")
 
 
 def row(events: list[Event]) -> dict[str, Any]:
@@ -93,8 +95,8 @@ class Reference:
 
         before = sessions_of(self.live[key], self.gap)
         touched = [s for s in before if touches(s)]
-        if not touched and (any(touches(s) for s in self.closed.get(key, []))
-                            or t + self.gap + self.grace < self.stream_time):
+        if any(touches(s) for s in self.closed.get(key, [])) or (
+                not touched and t + self.gap + self.grace < self.stream_time):
             self.late += 1
             return
         event = (self.arrivals, t, x)
@@ -103,7 +105,8 @@ class Reference:
         out = self.changes.setdefault(p, [])
         for old in touched:
             if bounds(old)[0] != bounds(new)[0]:
-                out.append((key, dict(zip(("window_start", "window_end"), bounds(old)))))
+                out.append((key, {**dict.fromkeys(AGGREGATE_NAMES), "window_start": bounds(old)[0],
+                                  "window_end": bounds(old)[1]}))
         out.append((key, row(new)))
 
     def finish(self) -> None:
