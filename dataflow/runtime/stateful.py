@@ -51,7 +51,25 @@ def event_time_getter(window: n.Window, guard: Callable[[Any], int] | None = Non
         return lambda rec: time.time_ns() // 1_000_000
     path = window.time_field
     if window.time == "event" and path:
-        from .event_time import field_time
+        from .event_time import EventTimeGuard, field_time
+
+        if isinstance(guard, EventTimeGuard):
+            # The wall clock is read again only for a time past the latest one accepted so
+            # far: it only moves forward, so a time at or below that bound passes as it would
+            # now (reading the clock per record cost more than the rest of this check).
+            low, bound = guard.low_ms, [guard.high_ms()]
+            name = path[0] if len(path) == 1 else None
+
+            def from_field(rec: Rec) -> int:
+                value = rec[1]
+                ts = value.get(name) if name is not None and type(value) is dict else None
+                if type(ts) is not int:
+                    ts = field_time(value, path)
+                if low <= ts <= bound[0]:
+                    return ts
+                bound[0] = guard.high_ms()
+                return guard(ts)
+            return from_field
 
         check = guard or int
 
