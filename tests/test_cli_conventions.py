@@ -2,6 +2,7 @@
 diffs, exit 130 on Ctrl-C, and clean errors for unreadable input and bad data directories."""
 from __future__ import annotations
 
+import select
 import signal
 import subprocess
 import sys
@@ -81,17 +82,24 @@ def test_a_data_dir_that_cannot_be_created_is_one_line(tmp_path):
 
 
 def test_ctrl_c_stops_a_run_cleanly_with_exit_status_130(tmp_path):
+    # Three large withdrawals in a minute raise an alert: once it is printed, the run is
+    # consuming (no sleep: the alert is the condition), and then it is interrupted.
+    now = int(time.time() * 1000)
+    line = '{"account_id": "a", "amount": 5000.0, "country": "NO", "ts": %d}\n'
     proc = subprocess.Popen([sys.executable, "-m", "dataflow", "run", str(ROOT / "examples" / "fraud.flow"),
-                             "--data-dir", str(tmp_path / "d"), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+                             "--data-dir", str(tmp_path / "d"), "-q", "-i", "withdrawals=-", "-o", "alerts=-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        # The run is consuming once its local log exists: interrupt it then, as a user would.
-        while not (tmp_path / "d" / "log").exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("".join(line % (now + i) for i in range(3)).encode())
+        proc.stdin.close()  # stdin input is read to its end before it is sent; the run goes on after
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no alert within 60 s"
+        assert b'"topic":"alerts"' in proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
     finally:
         proc.kill()
     assert (proc.returncode, err) == (130, b"")

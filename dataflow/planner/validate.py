@@ -275,8 +275,8 @@ def _imports(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagn
 
     Like `_agents`, this imports the user's modules.
     """
+    from ..ir.callables import load_callable
     from ..ir.expr import Expr, Udf, walk
-    from ..loader import load_callable
 
     def named(value: object) -> list[tuple[str, object]]:
         """(import path, location) of every function `value` names, looking through nested fields."""

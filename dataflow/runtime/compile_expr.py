@@ -21,6 +21,7 @@ import types
 from typing import Any, Callable
 
 from ..ir import expr as ir
+from ..ir.callables import load_callable
 from ..ir.functions import BUILTINS
 from ..ir.types import ANY, NULL, OptionalType, RecordType, Type
 
@@ -210,11 +211,8 @@ def _meta_getter(name: str) -> Callable[[Any], Any]:
     return lambda meta: getattr(meta, name, None) if meta is not None else None
 
 
-def import_callable(path: str, near: str | None = None) -> Callable[..., Any]:
-    """A user function by import path, found beside the pipeline file `near` too; errors name the path."""
-    from ..loader import load_callable
-
-    return load_callable(path, near)
+#: a user function by import path, found beside the pipeline file `near` too; errors name the path
+import_callable = load_callable
 
 
 def compile_function(expr: ir.Expr, scope: ir.Scope, extra_args: tuple[str, ...] = ()) -> Callable[..., Any]:

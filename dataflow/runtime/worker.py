@@ -447,20 +447,9 @@ class Worker:
         if route.topic not in self.watermarks.reading:
             self._push_decoded(route, batch)
             return
-        tp = TP(route.topic, batch[0][3].partition)
         by_message = {id(rec[3]): rec for rec in batch}
-        for piece, marks, beat, behind in split([rec[3] for rec in batch]):
-            records = [by_message[id(m)] for m in piece]
-            if behind is not None:  # out of order where it came from: judged as it was there
-                self.watermarks.judge(tp, behind)
-                self._push_decoded(route, records)
-                self.watermarks.judge(tp, None)
-            elif records:
-                self._push_decoded(route, records)
-            self.watermarks.read(tp, marks)
-            if beat:  # a control record, not a message: counted apart
-                self.monitor.on_received(tp.topic, -1)
-                self.monitor.heartbeats_received += 1
+        self._in_pieces(TP(route.topic, batch[0][3].partition), [rec[3] for rec in batch],
+                        lambda piece: self._push_decoded(route, [by_message[id(m)] for m in piece]))
 
     def _push_decoded(self, route: _Route, batch: list[Rec]) -> None:
         if batch and route.topic in self.watermarks.observed:
@@ -559,20 +548,25 @@ class Worker:
             if m.headers and reply_address(m.headers) is not None:
                 self._asks[id(m)] = m
         if tp.topic in self.watermarks.reading:
-            # Watermarks apply after the record that carries them: push the batch in pieces.
-            for piece, marks, beat, behind in split(messages):
-                if behind is not None:  # out of order where it came from: judged as it was there
-                    self.watermarks.judge(tp, behind)
-                    self._push(tp, routes, piece)
-                    self.watermarks.judge(tp, None)
-                elif piece:
-                    self._push(tp, routes, piece)
-                self.watermarks.read(tp, marks)
-                if beat:  # a control record, not a message: counted apart
-                    self.monitor.on_received(tp.topic, -1)
-                    self.monitor.heartbeats_received += 1
+            self._in_pieces(tp, messages, lambda piece: self._push(tp, routes, piece))
         else:
             self._push(tp, routes, messages)
+
+    def _in_pieces(self, tp: TP, messages: list[Message], push: Callable[[list[Message]], None]) -> None:
+        """Push messages of an internal topic that carries watermarks, cut where they are:
+        watermarks apply after the record that carries them, a record out of order where it
+        came from is judged as it was there, and heartbeats are counted apart, never pushed."""
+        for piece, marks, beat, behind in split(messages):
+            if behind is not None:
+                self.watermarks.judge(tp, behind)
+                push(piece)
+                self.watermarks.judge(tp, None)
+            elif piece:
+                push(piece)
+            self.watermarks.read(tp, marks)
+            if beat:
+                self.monitor.on_received(tp.topic, -1)
+                self.monitor.heartbeats_received += 1
 
     def _push(self, tp: TP, routes: list[_Route], messages: list[Message]) -> None:
         observed = tp.topic in self.watermarks.observed
