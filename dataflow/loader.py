@@ -71,7 +71,7 @@ def load_pipeline(ref: str, overrides: dict[str, Any] | None = None) -> Flow:
         if not path.exists():
             raise PipelineNotFound(ref, "no such file")
         from .lang import load_flow  # the language is optional for Python pipelines
-        flow = load_flow(path, {k: str(v) for k, v in (overrides or {}).items() if v is not None})
+        flow = load_flow(path, {k: v for k, v in (overrides or {}).items() if v is not None})
     else:
         flow = load_object(ref, FLOW)
     if overrides:

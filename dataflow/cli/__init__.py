@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -31,6 +32,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
                                        help="Print the version and exit.")) -> None:
     """dataflow: a declarative stream processor. Describe a pipeline once; plan it; run it."""
 
+#: DATAFLOW_ variables that are options of the command line, not pipeline settings
+NOT_SETTINGS = frozenset({"DATAFLOW_LOG_LEVEL", "DATAFLOW_LOG_FORMAT"})
 PIPELINE_HELP = "A .flow file, a Python file defining a Flow, or module:attribute."
 SET_HELP = "Override a pipeline setting, e.g. --set partitions=8 (repeatable)."
 
@@ -40,12 +43,28 @@ class UserError(Exception):
 
 
 def _overrides(pairs: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """Setting overrides, parsed: `DATAFLOW_<SETTING>` variables, then `--set` pairs, which win.
+
+    Each value is checked here, where it is known whether it came from a flag or a variable, so
+    that a mistake names the flag or the variable rather than a line of the pipeline.
+    """
+    from ..ir.settings import BadEnvironment, SettingError, UnknownSetting, from_environment, parse_setting
+
+    try:
+        out = {name: s.value for name, s in from_environment(os.environ, ignore=NOT_SETTINGS).items()}
+    except BadEnvironment as e:
+        raise UserError(f"error: {e}") from None
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
-        out[key.strip().replace("-", "_")] = value.strip()
+        name = key.strip().replace("-", "_")
+        try:
+            out[name] = parse_setting(name, value.strip())
+        except UnknownSetting as e:
+            raise UserError(f"error: --set {pair}: {e}") from None
+        except SettingError as e:
+            raise UserError(f"error: --set {pair}: must be {e.expected}") from None
     return out
 
 
@@ -161,10 +180,11 @@ def check_command(
     """Validate pipelines and print their diagnostics (exit 1 if any has an error)."""
     from ..planner import check
 
+    overrides = _guard(lambda: _overrides(sets))
     failed = 0
     for pipeline in pipelines:
         def body(pipeline: str = pipeline) -> None:
-            flow = load(pipeline, _overrides(sets))
+            flow = load(pipeline, overrides)
             diagnostics = check(flow.topology())
             if diagnostics:
                 raise PipelineError(diagnostics)

@@ -1,14 +1,29 @@
-"""Pipeline-wide settings, declared in the `.flow` header or on `Flow(...)`, overridable from the CLI."""
+"""Pipeline-wide settings, declared in the `.flow` header or on `Flow(...)`, overridable from the
+environment (`DATAFLOW_<SETTING>`) and the CLI (`--set name=value`).
+
+Every value, from wherever it comes, goes through one parser, :func:`parse_setting`: text as typed
+on a command line (`500ms`, `true`, `8`) or a Python value (`0.5`, `True`, `8`, a timedelta).
+
+>>> parse_setting("commit_interval", "500ms"), parse_setting("auto_create_topics", "no")
+(0.5, False)
+>>> parse_setting("auto_create_topics", "flase")
+Traceback (most recent call last):
+...
+dataflow.ir.settings.SettingError: setting 'auto_create_topics' must be true or false, not 'flase'
+"""
 from __future__ import annotations
 
+import difflib
+import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from typing import Any
 
 from .durations import parse_duration
 from .timestamps import parse_iso
 
-#: float settings that hold a duration in seconds; from the command line they also take `500ms`, `2s`
-DURATION_SETTINGS = frozenset({"commit_interval", "max_task_idle", "max_future_skew"})
 GUARANTEES = ("at_least_once", "exactly_once")
 KAFKA_CHOICES = {
     "kafka_security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
@@ -16,6 +31,59 @@ KAFKA_CHOICES = {
     "kafka_auto_offset_reset": ("earliest", "latest"),
     "kafka_acks": ("all", "1", "0"),
 }
+CHOICES = {"processing_guarantee": GUARANTEES, **KAFKA_CHOICES}
+#: float settings that hold a duration in seconds: `500ms`, `2s`, or a number of seconds
+DURATION_SETTINGS = frozenset({"commit_interval", "max_task_idle", "max_future_skew"})
+#: Kafka options in milliseconds: a whole number of milliseconds, or a duration such as `30s`
+MILLISECOND_SETTINGS = frozenset({"kafka_session_timeout_ms", "kafka_heartbeat_interval_ms", "kafka_linger_ms",
+                                  "kafka_fetch_max_wait_ms"})
+#: counts below 1 make no sense (no partitions, empty batches, no actors, a commit before any record)
+POSITIVE_SETTINGS = frozenset({"partitions", "commit_every", "batch_size", "concurrency"})
+#: settings the environment does not set as DATAFLOW_<SETTING>: the Kafka driver reads
+#: DATAFLOW_KAFKA_<OPTION> itself, below the header and the broker URL (dataflow.transport.kafka)
+ENV_PREFIX = "DATAFLOW_"
+_NOT_FROM_ENV_PREFIX = "kafka_"
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+_WHOLE = re.compile(r"^[+-]?\d+$")
+
+
+class SettingError(ValueError):
+    """A setting value that does not parse; ``expected`` says what would.
+
+    The message names the setting; callers that know where the value came from (a flag, a
+    variable, a header line) say so with :meth:`expected` instead.
+    """
+
+    def __init__(self, name: str, value: Any, expected: str) -> None:
+        shown = "***" if isinstance(value, Secret) else value
+        super().__init__(f"setting '{name}' must be {expected}, not {shown!r}")
+        self.name = name
+        self.value = value
+        self.expected = expected
+
+
+class UnknownSetting(SettingError, KeyError):
+    """A setting name that does not exist; the message suggests the closest one."""
+
+    def __init__(self, name: str) -> None:
+        ValueError.__init__(self, f"unknown setting '{name}'; {suggest_setting(name)}")
+        self.name = name
+        self.value = None
+        self.expected = ""
+
+    def __str__(self) -> str:  # not KeyError's quoted repr
+        return str(self.args[0])
+
+
+def suggest_setting(name: str) -> str:
+    """A did-you-mean hint for a setting name, or the list of settings.
+
+    >>> suggest_setting("comit_interval")
+    "did you mean 'commit_interval'?"
+    """
+    close = difflib.get_close_matches(name.lower(), SETTING_NAMES, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else "settings are: " + ", ".join(sorted(SETTING_NAMES))
 
 
 class Secret:
@@ -96,13 +164,8 @@ class Settings:
     max_future_skew: float = 86_400.0
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Settings":
-        kinds = {f.name: f.type for f in fields(self)}
-        clean: dict[str, Any] = {}
-        for key, value in overrides.items():
-            if key not in kinds:
-                raise KeyError(f"unknown setting '{key}'; settings are: {', '.join(sorted(kinds))}")
-            clean[key] = _coerce(key, kinds[key], value)
-        return replace(self, **clean)
+        """These settings with `overrides` applied, each value parsed by :func:`parse_setting`."""
+        return replace(self, **{key: parse_setting(key, value) for key, value in overrides.items()})
 
     def to_json(self) -> dict[str, Any]:
         # Secrets become "***": plans are printed and saved.
@@ -113,50 +176,209 @@ def _public(value: Any) -> Any:
     return str(value) if isinstance(value, Secret) else value
 
 
-def _coerce(key: str, kind: Any, value: Any) -> Any:
-    text = str(kind)
-    if text.startswith("Secret"):
-        return value if value is None or isinstance(value, Secret) else Secret(str(value))
-    if value is None or not isinstance(value, str):
-        out = value
-    elif key in DURATION_SETTINGS and value.strip() and value.strip()[-1].isalpha():
-        try:
-            out = parse_duration(value) / 1000  # `--set max_task_idle=500ms`; float settings hold seconds
-        except ValueError as e:
-            raise ValueError(f"setting '{key}': {e}") from None
-    elif text.startswith(("int", "float")):
-        number = int if text.startswith("int") else float
-        try:
-            out = number(value)
-        except ValueError:
-            what = "a whole number" if number is int else "a number"
-            raise ValueError(f"setting '{key}' must be {what}, not {value!r}") from None
-    elif text.startswith("bool"):
-        out = value.lower() in ("1", "true", "yes", "on")
+SETTING_NAMES = tuple(f.name for f in fields(Settings))
+
+
+#: What each setting holds: one of the parsers below, by name.
+_KINDS: dict[str, str] = {}
+for _field in fields(Settings):
+    _type = str(_field.type).replace(" ", "")
+    if _field.name in CHOICES:
+        _kind = "choice"
+    elif _field.name in DURATION_SETTINGS:
+        _kind = "seconds"
+    elif _field.name in MILLISECOND_SETTINGS:
+        _kind = "milliseconds"
+    elif _field.name == "min_event_time":
+        _kind = "iso"
+    elif _type.startswith("Secret"):
+        _kind = "secret"
     else:
-        out = value
-    if key == "processing_guarantee" and out not in GUARANTEES:
-        raise ValueError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}, not {out!r}")
-    if key == "min_event_time":
-        try:
-            parse_iso(str(out))
-        except ValueError:
-            raise ValueError(f"min_event_time must be ISO-8601 text such as 1970-01-01T00:00:00Z, "
-                             f"not {out!r}") from None
-    if key in DURATION_SETTINGS and (isinstance(out, bool) or not isinstance(out, (int, float)) or out < 0):
-        raise ValueError(f"setting '{key}' must be a duration >= 0 (seconds, or like 500ms)")
-    if key == "partitions" and (not isinstance(out, int) or out < 1):
-        raise ValueError("partitions must be a positive whole number")
-    if key in KAFKA_CHOICES and out is not None:
-        choices = KAFKA_CHOICES[key]
-        normal = str(out).upper() if key in ("kafka_security_protocol", "kafka_sasl_mechanism") else str(out).lower()
-        if normal not in choices:
-            raise ValueError(f"{key} must be one of {', '.join(choices)}, not {out!r}")
-        out = normal
-    if key.startswith("kafka_") and text.startswith("int") and out is not None and (
-            not isinstance(out, int) or isinstance(out, bool) or out < 0):
-        raise ValueError(f"setting '{key}' must be a whole number >= 0")
+        _kind = _type.split("|")[0]  # int, bool, str
+    _KINDS[_field.name] = _kind
+OPTIONAL_SETTINGS = frozenset(f.name for f in fields(Settings) if str(f.type).endswith("None"))
+#: settings whose value is text: a `.flow` header writes them as strings or bare words
+TEXT_SETTINGS = frozenset(name for name, kind in _KINDS.items() if kind in ("str", "secret", "choice", "iso"))
+
+
+def expected_for(name: str) -> str:
+    """What a value of setting `name` looks like, in words.
+
+    >>> expected_for("partitions"), expected_for("max_task_idle")
+    ('a whole number >= 1', 'a duration >= 0 such as 500ms, 30s or 1.5 (seconds)')
+    """
+    kind = _KINDS[name]
+    if kind == "int":
+        return "a whole number >= 1" if name in POSITIVE_SETTINGS else "a whole number >= 0"
+    return {
+        "bool": "true or false",
+        "seconds": "a duration >= 0 such as 500ms, 30s or 1.5 (seconds)",
+        "milliseconds": "a duration such as 30s or 500ms, or a whole number of milliseconds",
+        "iso": "ISO-8601 text such as 1970-01-01T00:00:00Z",
+        "choice": "one of " + ", ".join(CHOICES.get(name, ())),
+    }.get(kind, "text")
+
+
+def parse_setting(name: str, value: Any) -> Any:
+    """The value of setting `name`, checked: from text as typed (`"500ms"`, `"true"`, `"8"`)
+    or from a Python value (`0.5`, `True`, `8`, `timedelta(seconds=1)`). ``None`` restores
+    the default of optional settings; so does empty text.
+
+    >>> parse_setting("partitions", "8"), parse_setting("max_future_skew", "1h"), parse_setting("kafka_linger_ms", "1s")
+    (8, 3600.0, 1000)
+    >>> parse_setting("partitons", "8")
+    Traceback (most recent call last):
+    ...
+    dataflow.ir.settings.UnknownSetting: unknown setting 'partitons'; did you mean 'partitions'?
+    """
+    kind = _KINDS.get(name)
+    if kind is None:
+        raise UnknownSetting(name)
+    if name in OPTIONAL_SETTINGS and (value is None or value == ""):
+        return None
+    out = _PARSERS[kind](name, value)
+    if out is _BAD:
+        raise SettingError(name, value, expected_for(name))
     return out
 
 
-SETTING_NAMES = tuple(f.name for f in fields(Settings))
+_BAD = object()
+
+
+def _whole(name: str, value: Any) -> Any:
+    if isinstance(value, str) and _WHOLE.match(value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return _BAD
+    return value if value >= (1 if name in POSITIVE_SETTINGS else 0) else _BAD
+
+
+def _bool(name: str, value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    return _BAD
+
+
+def _seconds(name: str, value: Any) -> Any:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)  # a plain number is seconds
+        except ValueError:
+            try:
+                return _non_negative(parse_duration(text) / 1000)
+            except ValueError:
+                return _BAD
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _BAD
+    return _non_negative(value)
+
+
+def _non_negative(value: float) -> Any:
+    return value if math.isfinite(value) and value >= 0 else _BAD
+
+
+def _milliseconds(name: str, value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return _non_negative(round(value.total_seconds() * 1000))
+    if isinstance(value, str) and not _WHOLE.match(value.strip()):
+        try:
+            return parse_duration(value)
+        except ValueError:
+            return _BAD
+    return _whole(name, value)
+
+
+def _choice(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        value = str(value) if isinstance(value, int) and not isinstance(value, bool) else None  # kafka_acks 1
+    if value is None:
+        return _BAD
+    upper = name in ("kafka_security_protocol", "kafka_sasl_mechanism")
+    normal = value.strip().upper() if upper else value.strip().lower()
+    return normal if normal in CHOICES[name] else _BAD
+
+
+def _iso(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return _BAD
+    try:
+        parse_iso(value)
+    except ValueError:
+        return _BAD
+    return value
+
+
+def _text(name: str, value: Any) -> Any:
+    return value if isinstance(value, str) else _BAD
+
+
+def _secret(name: str, value: Any) -> Any:
+    if isinstance(value, Secret):
+        return value
+    return Secret(value) if isinstance(value, str) else _BAD
+
+
+_PARSERS = {"int": _whole, "bool": _bool, "seconds": _seconds, "milliseconds": _milliseconds, "choice": _choice,
+            "iso": _iso, "str": _text, "secret": _secret}
+
+
+def environment_name(name: str) -> str:
+    """The environment variable of setting `name`.
+
+    >>> environment_name("commit_interval")
+    'DATAFLOW_COMMIT_INTERVAL'
+    """
+    return ENV_PREFIX + name.upper()
+
+
+@dataclass(frozen=True)
+class EnvironmentSetting:
+    """A setting read from a variable, kept with the variable's name for messages."""
+
+    variable: str
+    text: str
+    value: Any
+
+
+class BadEnvironment(ValueError):
+    """A DATAFLOW_ variable that is not a setting or does not parse: the message names it."""
+
+
+def from_environment(env: Mapping[str, str], ignore: frozenset[str] = frozenset()) -> dict[str, EnvironmentSetting]:
+    """Settings given as `DATAFLOW_<SETTING>` variables in `env`, parsed. Empty variables are unset.
+
+    `DATAFLOW_KAFKA_*` are left to the Kafka driver, and names in `ignore` (such as
+    `DATAFLOW_LOG_LEVEL`) belong to someone else. Another `DATAFLOW_` variable whose name is
+    close to a setting's is refused as a likely typo; the rest are not ours and are ignored.
+
+    >>> from_environment({"DATAFLOW_COMMIT_INTERVAL": "500ms", "HOME": "/root"})["commit_interval"].value
+    0.5
+    >>> from_environment({"DATAFLOW_COMIT_INTERVAL": "500ms"})
+    Traceback (most recent call last):
+    ...
+    dataflow.ir.settings.BadEnvironment: DATAFLOW_COMIT_INTERVAL is not a setting; did you mean DATAFLOW_COMMIT_INTERVAL?
+    """
+    ours = {environment_name(n): n for n in SETTING_NAMES if not n.startswith(_NOT_FROM_ENV_PREFIX)}
+    out: dict[str, EnvironmentSetting] = {}
+    for variable in sorted(env):
+        text = env[variable]
+        if not variable.startswith(ENV_PREFIX) or variable in ignore or text == "":
+            continue
+        name = ours.get(variable)
+        if name is None:
+            if variable.startswith(ENV_PREFIX + "KAFKA_"):
+                continue
+            close = difflib.get_close_matches(variable, list(ours), n=1, cutoff=0.85)
+            if close:
+                raise BadEnvironment(f"{variable} is not a setting; did you mean {close[0]}?")
+            continue
+        try:
+            out[name] = EnvironmentSetting(variable, text, parse_setting(name, text))
+        except SettingError as e:
+            raise BadEnvironment(f"{variable}={text}: must be {e.expected}") from None
+    return out

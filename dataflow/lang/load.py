@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lark.exceptions import VisitError
 
@@ -18,10 +19,11 @@ from .parser import parse
 from .transform import FlowTransformer
 
 
-def parse_flow(text: str, filename: str = "<string>", overrides: dict[str, str] | None = None) -> Flow:
+def parse_flow(text: str, filename: str = "<string>", overrides: dict[str, Any] | None = None) -> Flow:
     """The pipeline described by `text`; raises FlowError listing every problem found.
 
-    `overrides` replace header settings, as `dataflow plan --set partitions=8` does.
+    `overrides` replace header settings, as `dataflow plan --set partitions=8` does (text as typed,
+    or Python values; see `dataflow.ir.settings.parse_setting`).
     Semantic problems (unknown fields, type errors, a window without aggregate) come
     from `dataflow.planner.check` and point at the `.flow` source too.
     """
@@ -43,7 +45,7 @@ def parse_flow(text: str, filename: str = "<string>", overrides: dict[str, str] 
     return flow
 
 
-def load_flow(path: str | Path, overrides: dict[str, str] | None = None) -> Flow:
+def load_flow(path: str | Path, overrides: dict[str, Any] | None = None) -> Flow:
     """The pipeline in the `.flow` file at `path` (locations name the path as given)."""
     data = Path(path).read_bytes()
     try:

@@ -19,7 +19,8 @@ have declared are "poisoned" so later uses of them stay quiet instead of cascadi
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable, Sequence
 
 from lark import Token, Tree
@@ -32,7 +33,8 @@ from ..ir.diagnostics import Diagnostic
 from ..ir.durations import format_duration, parse_duration
 from ..ir.location import SourceLocation
 from ..ir.nodes import AGGREGATE_FUNCTIONS, EMIT_MODES, SERIALIZERS, TIME_SOURCES, Aggregation
-from ..ir.settings import SETTING_NAMES, Settings
+from ..ir.settings import (SETTING_NAMES, TEXT_SETTINGS, SettingError, UnknownSetting, expected_for, parse_setting,
+                           suggest_setting)
 from ..ir.types import ANY, RecordType, Field, Type
 from .diagnostics import LangError, Silent, did_you_mean
 from .expressions import ExpressionRules, UdfInfo, check_udf_path, decode_string, field_path_text
@@ -122,7 +124,7 @@ class TopicInfo:
 class FlowTransformer(ExpressionRules):
     """Builds a `Flow` from a parse tree; `diagnostics` lists every mistake found."""
 
-    def __init__(self, file: str, overrides: dict[str, str] | None = None):
+    def __init__(self, file: str, overrides: dict[str, Any] | None = None):
         super().__init__(visit_tokens=False)
         self.file = file
         self.overrides = dict(overrides or {})
@@ -194,12 +196,7 @@ class FlowTransformer(ExpressionRules):
             if option.name in values:
                 self.diagnostics.append(Diagnostic(f"setting '{option.name}' is given twice", option.loc))
                 continue
-            try:
-                Settings().with_overrides({option.name: option.value})
-            except (ValueError, TypeError) as e:
-                self.diagnostics.append(Diagnostic(str(e), option.loc))
-                continue
-            values[option.name] = option.value
+            values[option.name] = option.value  # parsed and checked by `setting`
         try:
             self.flow = Flow(name, **values)
         except ValueError as e:
@@ -207,16 +204,15 @@ class FlowTransformer(ExpressionRules):
         self._apply_overrides(self._loc(meta))
 
     def _apply_overrides(self, loc: SourceLocation) -> None:
+        # Callers that know where an override came from (the CLI: a flag, a variable) check it
+        # first and say so; these diagnostics are for Python callers of `parse_flow`.
         for key, value in self.overrides.items():
-            if key not in SETTING_NAMES:
-                self.diagnostics.append(Diagnostic(f"unknown setting '{key}' (from the command line)", loc,
-                                                   did_you_mean(key, SETTING_NAMES,
-                                                                "settings are: " + ", ".join(SETTING_NAMES))))
-                continue
             try:
                 self.flow.configure(**{key: value})
-            except (ValueError, TypeError) as e:
-                self.diagnostics.append(Diagnostic(f"{e} (from the command line)", loc))
+            except UnknownSetting:
+                self.diagnostics.append(Diagnostic(f"unknown setting '{key}' (an override)", loc, suggest_setting(key)))
+            except SettingError as e:
+                self.diagnostics.append(Diagnostic(f"{e} (an override)", loc))
 
     def pipeline_name(self, meta: Any, children: list[Token]) -> tuple[SourceLocation, str]:
         token = children[0]
@@ -231,8 +227,7 @@ class FlowTransformer(ExpressionRules):
         name = name_token.value
         loc = self._loc(meta)
         if name not in SETTING_NAMES:
-            raise LangError(f"unknown setting '{name}'", self._loc(name_token),
-                            did_you_mean(name, SETTING_NAMES, "settings are: " + ", ".join(SETTING_NAMES)))
+            raise LangError(f"unknown setting '{name}'", self._loc(name_token), suggest_setting(name))
         return Option(name, _setting_value(name, value, self.file, loc), loc)
 
     def setting_value(self, meta: Any, children: list[Token]) -> Token:
@@ -959,36 +954,32 @@ def _ref_text(ref: Ref | TopicSource | TimerSource) -> str:
     return ".".join(t.value for t in ref.parts)
 
 
-_SETTING_KINDS = {f.name: str(f.type) for f in fields(Settings)}
-
-
 def _setting_value(name: str, token: Token, file: str, loc: SourceLocation) -> Any:
-    """A setting's value, checked against the type of its field in `Settings`."""
-    kind = _SETTING_KINDS[name]
+    """A setting's value from its literal, parsed by the one settings parser (`ir.settings`).
+
+    The literal's kind carries meaning: `8` is a number, `500ms` a duration, `true` a bool, and
+    a quoted string is text, so `partitions "8"` is refused rather than read as 8.
+    """
     text = token.value
     if token.type == "STRING":
+        if name not in TEXT_SETTINGS:
+            raise LangError(f"setting '{name}' must be {expected_for(name)}, not a string", loc)
         value: Any = decode_string(token, file)
     elif token.type == "INT":
         value = int(text)
     elif token.type == "FLOAT":
         value = float(text)
     elif token.type == "DURATION":
-        if not kind.startswith("float"):
-            raise LangError(f"setting '{name}' is not a duration", loc)
-        return parse_duration(text) / 1000  # float settings hold seconds
+        value = timedelta(milliseconds=parse_duration(text))
     elif text in ("true", "false"):
         value = text == "true"
     else:
         value = text  # a bare word, such as exactly_once
-    if kind.startswith("bool") and not isinstance(value, bool):
-        raise LangError(f"setting '{name}' takes true or false", loc)
-    if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
-        raise LangError(f"setting '{name}' takes a whole number", loc)
-    if kind.startswith("float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise LangError(f"setting '{name}' takes a number or a duration", loc)
-    if kind.startswith("str") and not isinstance(value, str):
-        raise LangError(f"setting '{name}' takes a string", loc, f'{name} "..."')
-    return value
+    try:
+        return parse_setting(name, value)
+    except SettingError as e:
+        shown = text if token.type != "STRING" else value
+        raise LangError(f"setting '{name}' must be {e.expected}, not {shown}", loc) from None
 
 
 def _builder_error(error: Exception, loc: SourceLocation) -> LangError:

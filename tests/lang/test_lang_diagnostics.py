@@ -125,10 +125,10 @@ def test_settings_are_checked_one_by_one() -> None:
 p.flow:1:14: error: unknown setting 'partitons'; did you mean 'partitions'?
 pipeline p { partitons 3, partitions "a", processing_guarantee twice }
              ^~~~~~~~~
-p.flow:1:27: error: setting 'partitions' takes a whole number
+p.flow:1:27: error: setting 'partitions' must be a whole number >= 1, not a string
 pipeline p { partitons 3, partitions "a", processing_guarantee twice }
                           ^~~~~~~~~~~~~~
-p.flow:1:43: error: processing_guarantee must be one of at_least_once, exactly_once, not 'twice'
+p.flow:1:43: error: setting 'processing_guarantee' must be one of at_least_once, exactly_once, not twice
 pipeline p { partitons 3, partitions "a", processing_guarantee twice }
                                           ^~~~~~~~~~~~~~~~~~~~~~~~~~"""
 
@@ -139,7 +139,7 @@ def test_overrides_apply_and_are_checked() -> None:
     with pytest.raises(FlowError) as info:
         parse_flow("pipeline p\ntopic t\nt | to stdout", "p.flow", overrides={"partitons": "8"})
     assert str(info.value).splitlines()[0] == (
-        "p.flow:1:1: error: unknown setting 'partitons' (from the command line); did you mean 'partitions'?")
+        "p.flow:1:1: error: unknown setting 'partitons' (an override); did you mean 'partitions'?")
 
 
 def test_unknown_types_and_records_declared_twice() -> None:
