@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from ..ir.diagnostics import Diagnostic, PipelineError
+from . import logs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="dataflow: a declarative stream processor. Describe a pipeline once; plan it; run it.")
@@ -246,6 +247,11 @@ def fmt_command(
     sys.stdout.write(formatted)
 
 
+#: what the summary of a run shows, as fields of its JSON line
+SUMMARY_FIELDS = ("messages_received", "messages_received_by_topic", "messages_sent_by_topic", "dead_letters",
+                  "dead_letters_by_stage", "late_events", "late_events_by_step", "restored_records", "commits")
+
+
 def _pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
     out = []
     for value in values or []:
@@ -275,8 +281,11 @@ def run_command(
                                     "emits unmatched join rows."),
     unbounded: bool = typer.Option(False, "--unbounded", help="With --until-idle: stop when idle but leave "
                                    "windows and join rows open, for a later run over the same state to go on."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line and no summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line, no summary, and only errors "
+                               "logged (one line each; tracebacks show at --log-level debug)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    log_level: Optional[str] = logs.level_option(),
+    log_format: str = logs.format_option(),
 ) -> None:
     """Run a pipeline: on the embedded local log by default, or on --broker."""
     import asyncio
@@ -291,7 +300,7 @@ def run_command(
     options = RunOptions(broker=broker, data_dir=data_dir, inputs=_pairs(inputs, "--input"),
                          outputs=_pairs(outputs, "--output"), keyed=keyed, until_idle=until_idle,
                          bounded=until_idle and not unbounded,
-                         progress=not quiet and sys.stderr.isatty())
+                         progress=not quiet and log_format == "text" and sys.stderr.isatty())
     if unbounded and not until_idle:
         _fail("error: --unbounded goes with --until-idle; hint: a run without --until-idle is unbounded already")
     for _, path in options.inputs:
@@ -313,9 +322,14 @@ def run_command(
             raise UserError(f"error:{where}: {e.strerror or e}") from None
         return monitor, time.monotonic() - started
 
-    monitor, seconds = _guard(body)
+    with logs.configured(log_level, log_format, quiet):
+        monitor, seconds = _guard(body)
     if not quiet:
-        typer.echo(summary(monitor, seconds), err=True)
+        text = summary(monitor, seconds)
+        if log_format == "json":  # stderr holds JSON lines only: the summary is one, its counts as fields
+            counts = {k: v for k, v in monitor.as_dict().items() if k in SUMMARY_FIELDS}
+            text = logs.json_line("dataflow.run", text.splitlines()[0], {"seconds": round(seconds, 3), **counts})
+        typer.echo(text, err=True)
     if monitor.stopped_by == signal.SIGINT:
         raise typer.Exit(130)  # as shells report a command stopped by Ctrl-C
 

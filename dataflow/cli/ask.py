@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import typer
 
-from . import UserError, _guard, app
+from . import UserError, _guard, app, logs
 
 ASK_PIPELINE_HELP = "A Python file defining a dataflow App with agents, or module:attribute."
 
@@ -115,6 +115,8 @@ def ask_command(
                                          "$DATAFLOW_BROKER, else the app's own broker."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where the embedded log lives, when the "
                                            "broker is the default local log."),
+    log_level: Optional[str] = logs.level_option(),
+    log_format: str = logs.format_option(),
 ) -> None:
     """Ask an agent, or a pipeline through a source topic, for its result for one value; print it as JSON."""
     import asyncio
@@ -136,5 +138,6 @@ def ask_command(
             target.set_broker(broker, data_dir)
         return asyncio.run(ask_agent(target, agent, decoded, key, timeout))
 
-    result = _guard(body)
+    with logs.configured(log_level, log_format):
+        result = _guard(body)
     typer.echo(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode())

@@ -11,7 +11,7 @@ from typing import Optional
 import orjson
 import typer
 
-from . import PIPELINE_HELP, SET_HELP, UserError, _guard, _plan, app
+from . import PIPELINE_HELP, SET_HELP, UserError, _guard, _plan, app, logs
 
 
 def parse_key(text: str) -> object:
@@ -33,6 +33,8 @@ def query_command(
                                          help="Where the changelogs are; default: $DATAFLOW_BROKER, else the "
                                          "embedded local log in --data-dir."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    log_level: Optional[str] = logs.level_option(),
+    log_format: str = logs.format_option(),
 ) -> None:
     """Print a table's rows from a stopped run's data directory, one JSON object per line."""
     import asyncio
@@ -53,7 +55,8 @@ def query_command(
         except (UnknownTable, StoreLockedError, TransportError) as e:
             raise UserError(f"error: {e}") from None
 
-    rows = _guard(body)
+    with logs.configured(log_level, log_format):
+        rows = _guard(body)
     if key is not None and not rows:
         typer.echo(f"error: table {table} has no key {key}", err=True)
         raise typer.Exit(1)

@@ -26,7 +26,7 @@ from typing import Any, Optional, TextIO, TypeVar
 import orjson
 import typer
 
-from . import UserError, _guard, _overrides, app, load
+from . import UserError, _guard, _overrides, app, load, logs
 
 T = TypeVar("T")
 
@@ -53,8 +53,8 @@ def _where(broker: str | None, data_dir: str | None, pipeline: str | None) -> tu
     return url, data_dir or pipeline_dir or DEFAULT_DATA_DIR, settings
 
 
-def _run(body: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run an async command body; transport errors become one line on stderr, exit 1."""
+def _run(body: Callable[[], Coroutine[Any, Any, T]], log_level: str | None, log_format: str) -> T:
+    """Run an async command body, logging as asked; transport errors become one line on stderr, exit 1."""
     from ..transport.base import TransportError
 
     async def guarded() -> T:
@@ -66,7 +66,8 @@ def _run(body: Callable[[], Coroutine[Any, Any, T]]) -> T:
     def sync() -> T:
         return asyncio.run(guarded())
 
-    return _guard(sync)  # type: ignore[no-any-return]
+    with logs.configured(log_level, log_format):
+        return _guard(sync)  # type: ignore[no-any-return]
 
 
 async def _open(url: str | None, data_dir: str, settings: Any):  # type: ignore[no-untyped-def]
@@ -91,6 +92,8 @@ def create_command(
     broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help=PIPELINE_OPT_HELP),
+    log_level: Optional[str] = logs.level_option(),
+    log_format: str = logs.format_option(),
 ) -> None:
     """Create topics (existing ones with the same partition count are left alone)."""
     from ..transport.base import TopicSpec
@@ -108,7 +111,7 @@ def create_command(
         finally:
             await transport.stop()
 
-    created = _run(body)
+    created = _run(body, log_level, log_format)
     for name in names:
         state = "created" if name in created else "exists"
         typer.echo(f"{state} {name} ({partitions} partition{'s' if partitions != 1 else ''}"
@@ -120,6 +123,8 @@ def list_command(
     broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help=PIPELINE_OPT_HELP),
+    log_level: Optional[str] = logs.level_option(),
+    log_format: str = logs.format_option(),
 ) -> None:
     """List topics with their partition counts."""
 
@@ -130,7 +135,7 @@ def list_command(
         finally:
             await transport.stop()
 
-    for name, count in sorted(_run(body).items()):
+    for name, count in sorted(_run(body, log_level, log_format).items()):
         typer.echo(f"{name}\t{count}")
 
 
@@ -140,6 +145,8 @@ def describe_command(
     broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help=PIPELINE_OPT_HELP),
+    log_level: Optional[str] = logs.level_option(),
+    log_format: str = logs.format_option(),
 ) -> None:
     """Show partitions and end offsets (records written so far) per partition."""
     from ..transport.base import TP
@@ -166,7 +173,7 @@ def describe_command(
         finally:
             await transport.stop()
 
-    typer.echo("\n".join(_run(body)))
+    typer.echo("\n".join(_run(body, log_level, log_format)))
 
 
 # --------------------------------------------------------------------------- send
@@ -213,6 +220,8 @@ def send_command(
     broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help=PIPELINE_OPT_HELP),
+    log_level: Optional[str] = logs.level_option(),
+    log_format: str = logs.format_option(),
 ) -> None:
     """Send JSON lines to a topic: values as they are, keys as JSON (keyless lines go to partition 0)."""
     from ..transport.base import TopicSpec
@@ -243,7 +252,7 @@ def send_command(
         finally:
             await transport.stop()
 
-    sent = _run(body)
+    sent = _run(body, log_level, log_format)
     typer.echo(f"sent {sent} record{'s' if sent != 1 else ''} to {topic}", err=True)
 
 
@@ -304,6 +313,8 @@ def tail_command(
     broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help=PIPELINE_OPT_HELP),
+    log_level: Optional[str] = logs.level_option(),
+    log_format: str = logs.format_option(),
 ) -> None:
     """Print a topic's records as JSON lines (key, value, topic, partition, offset, timestamp, headers)."""
     import signal
@@ -323,4 +334,4 @@ def tail_command(
         finally:
             await transport.stop()
 
-    _run(body)
+    _run(body, log_level, log_format)
