@@ -15,8 +15,9 @@ import typer
 
 from ..ir.diagnostics import Diagnostic, PipelineError
 from . import logs
+from .help import ReadableGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(cls=ReadableGroup, no_args_is_help=True, rich_markup_mode=None,
                   help="dataflow: a declarative stream processor. Describe a pipeline once; plan it; run it.")
 
 
@@ -143,9 +144,9 @@ def _guard(fn):  # type: ignore[no-untyped-def]
 def plan_command(
     pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
     format: str = typer.Option("text", "--format", "-f", help="text, json, dot or svg."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write to this file instead of stdout."),
     no_locations: bool = typer.Option(False, "--no-locations", help="Leave source locations out."),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    sets: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
 ) -> None:
     """Compile a pipeline and print its execution plan."""
     from ..planner import render
@@ -175,8 +176,8 @@ def plan_command(
 
 @app.command("check")
 def check_command(
-    pipelines: list[str] = typer.Argument(..., help=PIPELINE_HELP + " Several may be given."),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    pipelines: list[str] = typer.Argument(..., metavar="PIPELINE", help=PIPELINE_HELP + " Several may be given."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
 ) -> None:
     """Validate pipelines and print their diagnostics (exit 1 if any has an error)."""
     from ..planner import check
@@ -265,15 +266,15 @@ def _pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
 @app.command("run")
 def run_command(
     pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
-    broker: Optional[str] = typer.Option(None, "--broker", "-b", envvar="DATAFLOW_BROKER",
+    broker: Optional[str] = typer.Option(None, "--broker", "-b", metavar="URL", envvar="DATAFLOW_BROKER",
                                          help="memory://, local://DIR or kafka://HOST:PORT; default: "
                                          "$DATAFLOW_BROKER, else the pipeline's, else the embedded local log in "
                                          "--data-dir."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where the local log and state live; "
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="DIR", help="Where the local log and state live; "
                                            "default ./.dataflow/PIPELINE."),
-    inputs: Optional[list[str]] = typer.Option(None, "--input", "-i", help="TOPIC=FILE.jsonl to feed a source "
+    inputs: Optional[list[str]] = typer.Option(None, "--input", "-i", metavar="TOPIC=FILE", help="TOPIC=FILE.jsonl to feed a source "
                                                "topic (- for stdin); repeatable."),
-    outputs: Optional[list[str]] = typer.Option(None, "--output", "-o", help="TOPIC=FILE.jsonl|- to write what a "
+    outputs: Optional[list[str]] = typer.Option(None, "--output", "-o", metavar="TOPIC=FILE", help="TOPIC=FILE.jsonl|- to write what a "
                                                 "topic receives; repeatable."),
     keyed: bool = typer.Option(False, "--keyed", help='Input lines are {"key": ..., "value": ...} objects.'),
     until_idle: bool = typer.Option(False, "--until-idle", help="Stop once every input is consumed and every "
@@ -282,9 +283,9 @@ def run_command(
     unbounded: bool = typer.Option(False, "--unbounded", help="With --until-idle: stop when idle but leave "
                                    "windows and join rows open, for a later run over the same state to go on."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line, no summary, and only errors "
-                               "logged (one line each; tracebacks show at --log-level debug)."),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-    log_level: Optional[str] = logs.level_option(),
+                               "logged (one line each, with no traceback)."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+    log_level: Optional[str] = logs.level_option(quiet=True),
     log_format: str = logs.format_option(),
 ) -> None:
     """Run a pipeline: on the embedded local log by default, or on --broker."""
@@ -339,7 +340,9 @@ from . import commands_registry  # noqa: E402,F401
 
 
 def main() -> None:
-    app()
+    # One name however it is started (`dataflow`, `python -m dataflow`): usage lines and the
+    # shell-completion protocol (`_DATAFLOW_COMPLETE`) both derive from it.
+    app(prog_name="dataflow")
 
 
 if __name__ == "__main__":

@@ -107,13 +107,13 @@ def ask_command(
     pipeline: str = typer.Argument(..., help=ASK_PIPELINE_HELP),
     agent: str = typer.Argument(..., help="The agent to ask (an App), or the source topic to ask a compiled "
                                 "pipeline through (.flow, or a .py defining a Flow)."),
-    value: str = typer.Option(..., "--value", help="The value to send, as JSON."),
-    key: Optional[str] = typer.Option(None, "--key", help="The key to send it with (text)."),
-    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the reply."),
-    broker: Optional[str] = typer.Option(None, "--broker", "-b", envvar="DATAFLOW_BROKER",
+    value: str = typer.Option(..., "--value", metavar="JSON", help="The value to send, as JSON."),
+    key: Optional[str] = typer.Option(None, "--key", metavar="KEY", help="The key to send it with (text)."),
+    timeout: float = typer.Option(30.0, "--timeout", metavar="SECONDS", help="Seconds to wait for the reply."),
+    broker: Optional[str] = typer.Option(None, "--broker", "-b", metavar="URL", envvar="DATAFLOW_BROKER",
                                          help="kafka://HOST:PORT, local://DIR or memory://; default: "
                                          "$DATAFLOW_BROKER, else the app's own broker."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where the embedded log lives, when the "
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="DIR", help="Where the embedded log lives, when the "
                                            "broker is the default local log."),
     log_level: Optional[str] = logs.level_option(),
     log_format: str = logs.format_option(),

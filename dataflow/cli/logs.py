@@ -42,20 +42,30 @@ def _choice(choices: tuple[str, ...], variable: str):  # type: ignore[no-untyped
     return check
 
 
-def level_option() -> Any:
-    """`--log-level LEVEL` (or `$DATAFLOW_LOG_LEVEL`), for every command that logs."""
+def _completion(choices: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in choices if c.startswith(incomplete.lower())]
+
+    return complete
+
+
+def level_option(quiet: bool = False) -> Any:
+    """`--log-level LEVEL` (or `$DATAFLOW_LOG_LEVEL`), for every command that logs; `quiet`: the
+    command has `--quiet`, which lowers the default."""
+    default = "warning (error with --quiet)" if quiet else "warning"
     return typer.Option(None, "--log-level", metavar="LEVEL", envvar="DATAFLOW_LOG_LEVEL", show_envvar=False,
-                        callback=_choice(tuple(LEVELS), "DATAFLOW_LOG_LEVEL"),
-                        help="debug, info, warning or error (any case); default warning, error with --quiet, "
-                        "or $DATAFLOW_LOG_LEVEL. Tracebacks show at debug only.")
+                        callback=_choice(tuple(LEVELS), "DATAFLOW_LOG_LEVEL"), autocompletion=_completion(tuple(LEVELS)),
+                        help=f"debug, info, warning or error (any case); default: $DATAFLOW_LOG_LEVEL, else "
+                        f"{default}. Tracebacks show at debug only.")
 
 
 def format_option() -> Any:
     """`--log-format text|json` (or `$DATAFLOW_LOG_FORMAT`)."""
     return typer.Option("text", "--log-format", metavar="FORMAT", envvar="DATAFLOW_LOG_FORMAT", show_envvar=False,
-                        callback=_choice(FORMATS, "DATAFLOW_LOG_FORMAT"),
+                        show_default=False,
+                        callback=_choice(FORMATS, "DATAFLOW_LOG_FORMAT"), autocompletion=_completion(FORMATS),
                         help="text, or json: one JSON object per line (time, level, logger, message and extra "
-                        "fields); default text, or $DATAFLOW_LOG_FORMAT.")
+                        "fields); default: $DATAFLOW_LOG_FORMAT, else text.")
 
 
 class _TextFormatter(logging.Formatter):

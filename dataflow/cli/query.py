@@ -27,12 +27,12 @@ def query_command(
     pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
     table: str = typer.Argument(..., help="The table's name, as `dataflow plan` lists it under Stores."),
     key: Optional[str] = typer.Argument(None, help="Only this key (JSON, or plain text for a string)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="The run's data directory; "
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="DIR", help="The run's data directory; "
                                            "default ./.dataflow/PIPELINE."),
-    broker: Optional[str] = typer.Option(None, "--broker", "-b", envvar="DATAFLOW_BROKER",
+    broker: Optional[str] = typer.Option(None, "--broker", "-b", metavar="URL", envvar="DATAFLOW_BROKER",
                                          help="Where the changelogs are; default: $DATAFLOW_BROKER, else the "
                                          "embedded local log in --data-dir."),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    sets: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     log_level: Optional[str] = logs.level_option(),
     log_format: str = logs.format_option(),
 ) -> None:

@@ -27,10 +27,11 @@ import orjson
 import typer
 
 from . import UserError, _guard, _overrides, app, load, logs
+from .help import ReadableGroup
 
 T = TypeVar("T")
 
-topics_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+topics_app = typer.Typer(cls=ReadableGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                          help="Create, list and describe topics on any transport.")
 app.add_typer(topics_app, name="topics")
 
@@ -85,13 +86,13 @@ async def _open(url: str | None, data_dir: str, settings: Any):  # type: ignore[
 
 @topics_app.command("create")
 def create_command(
-    names: list[str] = typer.Argument(..., help="Topic names."),
-    partitions: int = typer.Option(1, "--partitions", min=1, help="Partitions per topic."),
+    names: list[str] = typer.Argument(..., metavar="TOPIC", help="Topic names."),
+    partitions: int = typer.Option(1, "--partitions", min=1, metavar="N", help="Partitions per topic."),
     compacted: bool = typer.Option(False, "--compacted", help="Keep only the latest record per key (Kafka: "
                                    "cleanup.policy=compact)."),
-    broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help=PIPELINE_OPT_HELP),
+    broker: Optional[str] = typer.Option(None, "--broker", "-b", metavar="URL", help=BROKER_HELP),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="DIR", help=DATA_DIR_HELP),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", metavar="PIPELINE", help=PIPELINE_OPT_HELP),
     log_level: Optional[str] = logs.level_option(),
     log_format: str = logs.format_option(),
 ) -> None:
@@ -120,9 +121,9 @@ def create_command(
 
 @topics_app.command("list")
 def list_command(
-    broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help=PIPELINE_OPT_HELP),
+    broker: Optional[str] = typer.Option(None, "--broker", "-b", metavar="URL", help=BROKER_HELP),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="DIR", help=DATA_DIR_HELP),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", metavar="PIPELINE", help=PIPELINE_OPT_HELP),
     log_level: Optional[str] = logs.level_option(),
     log_format: str = logs.format_option(),
 ) -> None:
@@ -141,10 +142,10 @@ def list_command(
 
 @topics_app.command("describe")
 def describe_command(
-    names: list[str] = typer.Argument(..., help="Topic names."),
-    broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help=PIPELINE_OPT_HELP),
+    names: list[str] = typer.Argument(..., metavar="TOPIC", help="Topic names."),
+    broker: Optional[str] = typer.Option(None, "--broker", "-b", metavar="URL", help=BROKER_HELP),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="DIR", help=DATA_DIR_HELP),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", metavar="PIPELINE", help=PIPELINE_OPT_HELP),
     log_level: Optional[str] = logs.level_option(),
     log_format: str = logs.format_option(),
 ) -> None:
@@ -212,14 +213,14 @@ def _records(lines: list[bytes], source: str, topic: str, keyed: bool, key_field
 def send_command(
     topic: str = typer.Argument(..., help="The topic to write to."),
     file: Optional[Path] = typer.Argument(None, help="A JSON-lines file; default: stdin."),
-    key: Optional[str] = typer.Option(None, "--key", "-k", help="Take each record's key from this field of "
+    key: Optional[str] = typer.Option(None, "--key", "-k", metavar="FIELD", help="Take each record's key from this field of "
                                       "its value."),
     keyed: bool = typer.Option(False, "--keyed", help='Lines are {"key": ..., "value": ...} objects.'),
     create: bool = typer.Option(False, "--create", help="Create the topic if it is missing (with --partitions)."),
-    partitions: int = typer.Option(1, "--partitions", min=1, help="Partitions for --create."),
-    broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help=PIPELINE_OPT_HELP),
+    partitions: int = typer.Option(1, "--partitions", min=1, metavar="N", help="Partitions for --create."),
+    broker: Optional[str] = typer.Option(None, "--broker", "-b", metavar="URL", help=BROKER_HELP),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="DIR", help=DATA_DIR_HELP),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", metavar="PIPELINE", help=PIPELINE_OPT_HELP),
     log_level: Optional[str] = logs.level_option(),
     log_format: str = logs.format_option(),
 ) -> None:
@@ -309,10 +310,10 @@ def tail_command(
     topic: str = typer.Argument(..., help="The topic to read."),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Every record, not only the last ones."),
     follow: bool = typer.Option(False, "--follow", "-F", help="Keep printing new records until Ctrl-C."),
-    lines: int = typer.Option(10, "--lines", "-n", min=0, help="Records per partition to show first."),
-    broker: Optional[str] = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help=PIPELINE_OPT_HELP),
+    lines: int = typer.Option(10, "--lines", "-n", min=0, metavar="N", help="Records per partition to show first."),
+    broker: Optional[str] = typer.Option(None, "--broker", "-b", metavar="URL", help=BROKER_HELP),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="DIR", help=DATA_DIR_HELP),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", metavar="PIPELINE", help=PIPELINE_OPT_HELP),
     log_level: Optional[str] = logs.level_option(),
     log_format: str = logs.format_option(),
 ) -> None:
