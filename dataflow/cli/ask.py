@@ -19,7 +19,8 @@ import typer
 
 from . import UserError, _guard, app, logs
 
-ASK_PIPELINE_HELP = "A Python file defining a dataflow App with agents, or module:attribute."
+ASK_PIPELINE_HELP = ("A Python file defining a dataflow App with agents, or module:attribute; or a pipeline (.flow, "
+                     "or a .py defining a Flow).")
 
 
 def load_app(ref: str) -> Any:
@@ -106,7 +107,7 @@ def _ask_pipeline(ref: str, topic: str, value: Any, key: Any, timeout: float, br
 def ask_command(
     pipeline: str = typer.Argument(..., help=ASK_PIPELINE_HELP),
     agent: str = typer.Argument(..., help="The agent to ask (an App), or the source topic to ask a compiled "
-                                "pipeline through (.flow, or a .py defining a Flow)."),
+                                "pipeline through (.flow, or a .py defining a Flow); the value is written to it."),
     value: str = typer.Option(..., "--value", metavar="JSON", help="The value to send, as JSON."),
     key: Optional[str] = typer.Option(None, "--key", metavar="KEY", help="The key to send it with (text)."),
     timeout: float = typer.Option(30.0, "--timeout", metavar="SECONDS", help="Seconds to wait for the reply."),
@@ -118,7 +119,12 @@ def ask_command(
     log_level: Optional[str] = logs.level_option(),
     log_format: str = logs.format_option(),
 ) -> None:
-    """Ask an agent, or a pipeline through a source topic, for its result for one value; print it as JSON."""
+    """Ask an agent, or a pipeline through a source topic, for its result for one value; print it as JSON.
+
+    Asking writes through: the value goes into the agent's or the pipeline's source topic and is
+    processed like any record, so it updates the pipeline's tables and state and reaches its
+    output topics. To leave a pipeline's state alone, give a scratch --data-dir or --broker memory://.
+    """
     import asyncio
 
     import orjson
