@@ -141,3 +141,15 @@ def test_every_command_that_touches_a_transport_takes_the_log_options():
     options = dict(commands(typer.main.get_command(app)))
     with_broker = sorted(name for name, opts in options.items() if "--broker" in opts)
     assert with_broker == sorted(name for name, opts in options.items() if {"--log-level", "--log-format"} <= opts)
+
+
+def test_send_reports_in_json_when_logs_are_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.jsonl").write_text("1\n2\n")
+    result = CliRunner().invoke(app, ["send", "nums", "in.jsonl", "--create", "--log-format", "json",
+                                      "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stderr)
+    del record["time"]
+    assert record == {"level": "info", "logger": "dataflow.send", "message": "sent 2 records to nums",
+                      "topic": "nums", "records": 2}

@@ -254,7 +254,10 @@ def send_command(
             await transport.stop()
 
     sent = _run(body, log_level, log_format)
-    typer.echo(f"sent {sent} record{'s' if sent != 1 else ''} to {topic}", err=True)
+    text = f"sent {sent} record{'s' if sent != 1 else ''} to {topic}"
+    if log_format == "json":  # stderr holds JSON lines only
+        text = logs.json_line("dataflow.send", text, {"topic": topic, "records": sent})
+    typer.echo(text, err=True)
 
 
 # --------------------------------------------------------------------------- tail
