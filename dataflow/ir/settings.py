@@ -39,9 +39,9 @@ MILLISECOND_SETTINGS = frozenset({"kafka_session_timeout_ms", "kafka_heartbeat_i
                                   "kafka_fetch_max_wait_ms"})
 #: counts below 1 make no sense (no partitions, empty batches, no actors, a commit before any record)
 POSITIVE_SETTINGS = frozenset({"partitions", "commit_every", "batch_size", "concurrency"})
+ENV_PREFIX = "DATAFLOW_"
 #: settings the environment does not set as DATAFLOW_<SETTING>: the Kafka driver reads
 #: DATAFLOW_KAFKA_<OPTION> itself, below the header and the broker URL (dataflow.transport.kafka)
-ENV_PREFIX = "DATAFLOW_"
 _NOT_FROM_ENV_PREFIX = "kafka_"
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -52,7 +52,7 @@ class SettingError(ValueError):
     """A setting value that does not parse; ``expected`` says what would.
 
     The message names the setting; callers that know where the value came from (a flag, a
-    variable, a header line) say so with :meth:`expected` instead.
+    variable, a header line) say so, and what was expected, with the ``expected`` text.
     """
 
     def __init__(self, name: str, value: Any, expected: str) -> None:
@@ -179,23 +179,22 @@ def _public(value: Any) -> Any:
 SETTING_NAMES = tuple(f.name for f in fields(Settings))
 
 
-#: What each setting holds: one of the parsers below, by name.
-_KINDS: dict[str, str] = {}
-for _field in fields(Settings):
-    _type = str(_field.type).replace(" ", "")
-    if _field.name in CHOICES:
-        _kind = "choice"
-    elif _field.name in DURATION_SETTINGS:
-        _kind = "seconds"
-    elif _field.name in MILLISECOND_SETTINGS:
-        _kind = "milliseconds"
-    elif _field.name == "min_event_time":
-        _kind = "iso"
-    elif _type.startswith("Secret"):
-        _kind = "secret"
-    else:
-        _kind = _type.split("|")[0]  # int, bool, str
-    _KINDS[_field.name] = _kind
+def _kind(name: str, annotation: str) -> str:
+    """Which of the parsers below reads setting `name` (annotated `annotation`)."""
+    if name in CHOICES:
+        return "choice"
+    if name in DURATION_SETTINGS:
+        return "seconds"
+    if name in MILLISECOND_SETTINGS:
+        return "milliseconds"
+    if name == "min_event_time":
+        return "iso"
+    if annotation.startswith("Secret"):
+        return "secret"
+    return annotation.replace(" ", "").split("|")[0]  # int, bool, str
+
+
+_KINDS = {f.name: _kind(f.name, str(f.type)) for f in fields(Settings)}
 OPTIONAL_SETTINGS = frozenset(f.name for f in fields(Settings) if str(f.type).endswith("None"))
 #: settings whose value is text: a `.flow` header writes them as strings or bare words
 TEXT_SETTINGS = frozenset(name for name, kind in _KINDS.items() if kind in ("str", "secret", "choice", "iso"))
@@ -294,9 +293,9 @@ def _milliseconds(name: str, value: Any) -> Any:
 
 
 def _choice(name: str, value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # `kafka_acks 1` in a header is a number
     if not isinstance(value, str):
-        value = str(value) if isinstance(value, int) and not isinstance(value, bool) else None  # kafka_acks 1
-    if value is None:
         return _BAD
     upper = name in ("kafka_security_protocol", "kafka_sasl_mechanism")
     normal = value.strip().upper() if upper else value.strip().lower()
