@@ -158,3 +158,25 @@ def test_every_setting_has_a_parser_and_takes_its_default(name):
 
     default = getattr(Settings(), name)
     assert parse_setting(name, default) == default
+
+
+def test_the_documented_mistakes_print_what_the_docs_say(pipe, monkeypatch):
+    import re
+    import shlex
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "language.md").read_text()
+    section = doc.split("A mistake names where the value came from", 1)[1]
+    lines = re.search(r"```console\n(.*?)```", section, re.S).group(1).splitlines()  # type: ignore[union-attr]
+    assert len(lines) == 6
+    monkeypatch.chdir(Path(pipe).parent)  # the docs' pipe.flow
+    Path("pipe.flow").write_text(HEADER)
+    for command, expected in zip(lines[::2], lines[1::2]):
+        words = shlex.split(command[2:])
+        env = dict(w.split("=", 1) for w in words if w.startswith("DATAFLOW_"))
+        args = [w for w in words if not w.startswith("DATAFLOW_")][1:]
+        with monkeypatch.context() as m:
+            for variable, value in env.items():
+                m.setenv(variable, value)
+            result = invoke(*args)
+        assert (result.exit_code, result.stderr) == (1, expected + "\n")
