@@ -91,8 +91,8 @@ def _ask_pipeline(ref: str, topic: str, value: Any, key: Any, timeout: float, br
 
     plan = _plan(ref, None)
     directory = data_dir or plan.settings.data_dir or str(Path(".dataflow") / plan.name)
-    transport = open_transport(broker or plan.settings.broker, directory, plan.settings)
     try:
+        transport = open_transport(broker or plan.settings.broker, directory, plan.settings)
         return asyncio.run(ask_flow(plan, topic, value, key, transport=transport, timeout=timeout,
                                     data_dir=state_dir_for(transport, directory)))
     except LogLockedError as e:
@@ -133,7 +133,12 @@ def ask_command(
             return _ask_pipeline(pipeline, agent, decoded, key, timeout, broker, data_dir)
         target = load_app(pipeline)
         if broker is not None or data_dir is not None:
-            target.set_broker(broker, data_dir)
+            from ..transport.base import TransportError
+
+            try:
+                target.set_broker(broker, data_dir)
+            except TransportError as e:  # a bad --broker: one line, not a traceback
+                raise UserError(f"error: {e}") from None
         return asyncio.run(ask_agent(target, agent, decoded, key, timeout))
 
     result = _guard(body)

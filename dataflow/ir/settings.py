@@ -6,6 +6,7 @@ from typing import Any
 
 from .durations import parse_duration
 from .timestamps import parse_iso
+from .urls import refusal
 
 #: float settings that hold a duration in seconds; from the command line they also take `500ms`, `2s`
 DURATION_SETTINGS = frozenset({"commit_interval", "max_task_idle", "max_future_skew"})
@@ -145,6 +146,8 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
                              f"not {out!r}") from None
     if key in DURATION_SETTINGS and (isinstance(out, bool) or not isinstance(out, (int, float)) or out < 0):
         raise ValueError(f"setting '{key}' must be a duration >= 0 (seconds, or like 500ms)")
+    if key == "broker" and isinstance(out, str) and (problem := refusal(out, "the broker setting")):
+        raise ValueError(problem)  # settings are printed in every plan
     if key == "partitions" and (not isinstance(out, int) or out < 1):
         raise ValueError("partitions must be a positive whole number")
     if key in KAFKA_CHOICES and out is not None:
