@@ -13,6 +13,7 @@ from typing import Any, Optional
 import typer
 
 from ..ir.diagnostics import Diagnostic, PipelineError
+from .trust import allow_module_option, echo_notes, import_policy, no_import_option
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="dataflow: a declarative stream processor. Describe a pipeline once; plan it; run it.")
@@ -73,12 +74,16 @@ def render_diagnostics(diagnostics: list[Diagnostic]) -> str:
     return format_diagnostics(diagnostics, sources)
 
 
-def load(pipeline: str, overrides: dict[str, Any]):  # type: ignore[no-untyped-def]
-    """Load a pipeline, turning every user mistake into a UserError or PipelineError."""
+def load(pipeline: str, overrides: dict[str, Any], imports: Any = None):  # type: ignore[no-untyped-def]
+    """Load a pipeline, turning every user mistake into a UserError or PipelineError.
+
+    ``imports`` (an ``ImportPolicy``; default: the allow-list in $DATAFLOW_ALLOWED_MODULES) says
+    what checking it may import."""
+    from ..ir.callables import ImportPolicy
     from ..loader import PipelineNotFound, load_pipeline
 
     try:
-        return load_pipeline(pipeline, overrides)
+        return load_pipeline(pipeline, overrides, imports or ImportPolicy.from_environment())
     except (PipelineError, PipelineNotFound):
         raise
     except Exception as e:  # noqa: BLE001 - a .flow FlowError or a mistake in the user's Python file
@@ -90,11 +95,14 @@ def load(pipeline: str, overrides: dict[str, Any]):  # type: ignore[no-untyped-d
         raise UserError(f"{pipeline}: error: {text}") from None
 
 
-def _plan(pipeline: str, sets: list[str] | None):  # type: ignore[no-untyped-def]
-    from ..planner import plan
+def _plan(pipeline: str, sets: list[str] | None, imports: Any = None):  # type: ignore[no-untyped-def]
+    from ..ir.callables import ImportPolicy
+    from ..planner import not_imported, plan
 
-    flow = load(pipeline, _overrides(sets))
-    return plan(flow.topology())
+    imports = imports or ImportPolicy.from_environment()
+    flow = load(pipeline, _overrides(sets), imports)
+    echo_notes(not_imported(flow.topology(), imports))
+    return plan(flow.topology(), imports)
 
 
 def _fail(message: str) -> None:
@@ -126,6 +134,8 @@ def plan_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
     no_locations: bool = typer.Option(False, "--no-locations", help="Leave source locations out."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    no_import: bool = no_import_option(),
+    allow: Optional[list[str]] = allow_module_option(),
 ) -> None:
     """Compile a pipeline and print its execution plan."""
     from ..planner import render
@@ -135,7 +145,7 @@ def plan_command(
         raise typer.BadParameter(f"choose one of {', '.join(render.FORMATS)}", param_hint="--format")
 
     def body() -> str:
-        plan = _plan(pipeline, sets)
+        plan = _plan(pipeline, sets, import_policy(no_import, allow))
         if format == "svg":
             try:
                 return render.to_svg(plan)
@@ -157,15 +167,19 @@ def plan_command(
 def check_command(
     pipelines: list[str] = typer.Argument(..., help=PIPELINE_HELP + " Several may be given."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    no_import: bool = no_import_option(),
+    allow: Optional[list[str]] = allow_module_option(),
 ) -> None:
     """Validate pipelines and print their diagnostics (exit 1 if any has an error)."""
-    from ..planner import check
+    from ..planner import check, not_imported
 
+    imports = import_policy(no_import, allow)
     failed = 0
     for pipeline in pipelines:
         def body(pipeline: str = pipeline) -> None:
-            flow = load(pipeline, _overrides(sets))
-            diagnostics = check(flow.topology())
+            flow = load(pipeline, _overrides(sets), imports)
+            echo_notes(not_imported(flow.topology(), imports))
+            diagnostics = check(flow.topology(), imports)
             if diagnostics:
                 raise PipelineError(diagnostics)
 
@@ -257,6 +271,7 @@ def run_command(
                                    "windows and join rows open, for a later run over the same state to go on."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line and no summary."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    allow: Optional[list[str]] = allow_module_option(),
 ) -> None:
     """Run a pipeline: on the embedded local log by default, or on --broker."""
     import asyncio
@@ -281,7 +296,7 @@ def run_command(
         _fail(f"error: --data-dir {data_dir} is a file; give a directory (it is created if missing)")
 
     def body():  # type: ignore[no-untyped-def]
-        plan = _plan(pipeline, sets)
+        plan = _plan(pipeline, sets, import_policy(False, allow))
         tune_for_throughput()
         started = time.monotonic()
         try:
