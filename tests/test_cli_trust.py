@@ -4,6 +4,7 @@ checks or plans an untrusted file importing nothing, and says what that leaves u
 anything runs."""
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -256,3 +257,78 @@ def test_the_python_api_takes_the_policy_too(tmp_path):
     assert [d.rule for d in check(flow.topology(), policy)] == ["allowed"]
     assert [d.severity for d in not_imported(flow.topology(), ImportPolicy(imports=False))] == ["note"]
     assert plan(flow.topology(), ImportPolicy(imports=False)).name == "api"
+
+
+def test_plan_no_import_prints_notes_on_stderr_and_the_plan_on_stdout(here):
+    result = invoke("plan", "--no-import", str(ROOT / "examples" / "quotes.flow"))
+    trusted = invoke("plan", str(ROOT / "examples" / "quotes.flow"))
+    assert (result.exit_code, result.stdout) == (0, trusted.stdout)
+    assert [line.split(": note: ")[1].split(" was ")[0] for line in result.stderr.splitlines()] == [
+        'agent "storefront.pricing:quote"', 'agent "storefront.pricing:audit"']
+
+
+def test_no_import_with_an_allow_list_refuses_what_is_outside_and_notes_the_rest(here):
+    udfs = marker_module(here)
+    Path("u.flow").write_text(SHELL_FLOW.replace("| to stdout", f'| map udf("{udfs}:size", _value) | to stdout'))
+    refused = invoke("check", "--no-import", "--allow-module", udfs, "u.flow")
+    assert refused.exit_code == 1
+    assert [line for line in refused.stderr.splitlines() if ": note: " in line or ": error: " in line] == [
+        'u.flow:4:16: error: udf "os:system" may not be imported: module \'os\' is not among the allowed modules '
+        f"({udfs}); {ALLOWED_HINT}"]
+    allowed = invoke("check", "--no-import", "--allow-module", f"{udfs},os", "u.flow")
+    assert (allowed.exit_code, allowed.stdout) == (0, "u.flow: ok\n")
+    assert allowed.stderr == (
+        'u.flow:4:16: note: udf "os:system" was not imported: whether it loads is not checked\n'
+        f'u.flow:4:{len("commands | map sh(_value) | map ") + 1}: note: udf "{udfs}:size" was not imported: whether '
+        "it loads is not checked, and its result is typed any\n")
+    assert not imported(here, udfs)
+
+
+def test_python_objects_a_builder_pipeline_passes_are_not_subject_to_the_list():
+    from dataflow import col
+
+    flow = Flow("objects")
+    words = flow.source("words", value=str)
+    words.map(lambda v: len(v)).sink(print)
+    words.filter(col("_value") != "").print()
+    assert check(flow.topology(), ImportPolicy(allowed=("mypkg",))) == []
+
+
+def doc_blocks(path: Path, section: str) -> list[str]:
+    """The ```text blocks of a section of a doc, each as the command and what it prints."""
+    text = path.read_text().split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```text\n(.*?)^```", text, re.S | re.M)
+
+
+def test_the_trust_section_of_the_language_doc_shows_real_output(monkeypatch, tmp_path):
+    quotes, python, shell = doc_blocks(ROOT / "docs" / "language.md", "Trust: a `.flow` file is code")
+    monkeypatch.chdir(ROOT)
+    for block in (quotes, python):
+        command, *shown = block.splitlines()
+        result = invoke(*command.split()[2:])
+        assert result.stderr + result.stdout == "\n".join(shown) + "\n"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATAFLOW_ALLOWED_MODULES", raising=False)
+    Path("sh.flow").write_text(SHELL_FLOW)
+    command, *shown = shell.splitlines()
+    result = invoke(*command.split()[2:])
+    assert (result.exit_code, result.stderr) == (1, "\n".join(shown) + "\n")
+
+
+def test_the_readme_trust_commands_do_what_their_comments_say(monkeypatch):
+    readme = (ROOT / "README.md").read_text().split("## Trust: a `.flow` file is code\n", 1)[1]
+    block = re.search(r"^```sh\n(.*?)^```", readme, re.S | re.M).group(1)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("DATAFLOW_ALLOWED_MODULES", raising=False)
+    results = []
+    for line in block.splitlines():
+        command, _, comment = line.partition("  #")
+        words = command.split()
+        env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+        args = words[[i for i, w in enumerate(words) if w.endswith("/dataflow")][0] + 1:]
+        results.append((invoke(*args, env=env or None), comment.strip()))
+    (no_import, _), (no_import_plan, _), (allowed, _), (refused, _) = results
+    assert no_import.exit_code == 0 and no_import.stderr.count(": note: ") == 2
+    assert no_import_plan.exit_code == 0 and no_import_plan.stdout.startswith("Pipeline quotes:")
+    assert (allowed.exit_code, allowed.stderr) == (0, "")
+    assert refused.exit_code == 1 and refused.stderr.count("may not be imported") == 2
