@@ -332,3 +332,28 @@ def test_the_readme_trust_commands_do_what_their_comments_say(monkeypatch):
     assert no_import_plan.exit_code == 0 and no_import_plan.stdout.startswith("Pipeline quotes:")
     assert (allowed.exit_code, allowed.stderr) == (0, "")
     assert refused.exit_code == 1 and refused.stderr.count("may not be imported") == 2
+
+
+RUN_REFUSED = ("error: DATAFLOW_NO_IMPORT is set, and this command runs the Python code the pipeline names; hint: "
+               "unset it for a pipeline you trust, or use dataflow check/plan to look at one you do not\n")
+
+
+def test_commands_that_run_the_code_refuse_when_the_environment_says_import_nothing(here):
+    module = marker_module(here)
+    Path("u.flow").write_text(UDF_FLOW.format(module=module))
+    (here / "app_for_ask.py").write_text(f"from pathlib import Path\nPath({str(here / 'ran')!r}).write_text('ran')\n"
+                                         "from dataflow.runtime.app import App\napp = App('for_ask')\n")
+    Path("in.jsonl").write_text('"four"\n')
+    for command in (["run", "u.flow", "--broker", "memory://", "-i", "words=in.jsonl", "--until-idle"],
+                    ["query", "u.flow", "words"], ["ask", "u.flow", "words", "--value", '"x"'],
+                    ["ask", "app_for_ask.py", "quote", "--value", "1"]):
+        result = invoke(*command, env={"DATAFLOW_NO_IMPORT": "1"})
+        assert (result.exit_code, result.stdout, result.stderr) == (1, "", RUN_REFUSED)
+    assert not imported(here, module) and not (here / "ran").exists()
+
+
+def test_the_policy_from_the_environment():
+    assert ImportPolicy.from_environment({}) == ImportPolicy()
+    assert ImportPolicy.from_environment({"DATAFLOW_NO_IMPORT": "true", "DATAFLOW_ALLOWED_MODULES": " a b,c "}) == \
+        ImportPolicy(imports=False, allowed=("a", "b", "c"))
+    assert ImportPolicy.from_environment({"DATAFLOW_NO_IMPORT": "0"}).imports

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import typer
 
 from ..ir.diagnostics import Diagnostic, PipelineError
-from .trust import allow_module_option, echo_notes, import_policy, no_import_option
+from .trust import allow_module_option, echo_notes, import_policy, no_import_option, refuse_to_run, run_policy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="dataflow: a declarative stream processor. Describe a pipeline once; plan it; run it.")
@@ -95,11 +95,16 @@ def load(pipeline: str, overrides: dict[str, Any], imports: Any = None):  # type
         raise UserError(f"{pipeline}: error: {text}") from None
 
 
-def _plan(pipeline: str, sets: list[str] | None, imports: Any = None):  # type: ignore[no-untyped-def]
+def _plan(pipeline: str, sets: list[str] | None, imports: Any = None,  # type: ignore[no-untyped-def]
+          runs: bool = True):
+    """The plan of a pipeline, checked as ``imports`` (default: from the environment) permits;
+    a command that ``runs`` the pipeline's code refuses a policy that imports nothing."""
     from ..ir.callables import ImportPolicy
     from ..planner import not_imported, plan
 
     imports = imports or ImportPolicy.from_environment()
+    if runs and (refusal := refuse_to_run(imports)):
+        raise UserError(refusal)
     flow = load(pipeline, _overrides(sets), imports)
     echo_notes(not_imported(flow.topology(), imports))
     return plan(flow.topology(), imports)
@@ -145,7 +150,7 @@ def plan_command(
         raise typer.BadParameter(f"choose one of {', '.join(render.FORMATS)}", param_hint="--format")
 
     def body() -> str:
-        plan = _plan(pipeline, sets, import_policy(no_import, allow))
+        plan = _plan(pipeline, sets, import_policy(no_import, allow), runs=False)
         if format == "svg":
             try:
                 return render.to_svg(plan)
@@ -296,7 +301,7 @@ def run_command(
         _fail(f"error: --data-dir {data_dir} is a file; give a directory (it is created if missing)")
 
     def body():  # type: ignore[no-untyped-def]
-        plan = _plan(pipeline, sets, import_policy(False, allow))
+        plan = _plan(pipeline, sets, run_policy(allow))
         tune_for_throughput()
         started = time.monotonic()
         try:

@@ -131,6 +131,11 @@ def ask_command(
     def body() -> Any:
         if pipeline.endswith(".flow") or _defines_flow(pipeline):
             return _ask_pipeline(pipeline, agent, decoded, key, timeout, broker, data_dir)
+        from ..ir.callables import ImportPolicy
+        from .trust import refuse_to_run
+
+        if refusal := refuse_to_run(ImportPolicy.from_environment()):  # importing the app runs it
+            raise UserError(refusal)
         target = load_app(pipeline)
         if broker is not None or data_dir is not None:
             from ..transport.base import TransportError

@@ -11,9 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..ir.callables import ALLOWED_MODULES_ENV, ImportPolicy, parse_allowed
-
-NO_IMPORT_ENV = "DATAFLOW_NO_IMPORT"
+from ..ir.callables import ALLOWED_MODULES_ENV, NO_IMPORT_ENV, ImportPolicy, parse_allowed
 
 
 def no_import_option() -> Any:
@@ -32,6 +30,20 @@ def allow_module_option() -> Any:
 def import_policy(no_import: bool, allow: Optional[list[str]]) -> ImportPolicy:
     """The policy the options ask for (typer has already read the environment into them)."""
     return ImportPolicy(imports=not no_import, allowed=parse_allowed(allow))
+
+
+def run_policy(allow: Optional[list[str]]) -> ImportPolicy:
+    """The policy of a command that runs the pipeline: `--allow-module`, and $DATAFLOW_NO_IMPORT,
+    which such a command refuses (see :func:`refuse_to_run`) rather than ignores."""
+    return ImportPolicy(imports=ImportPolicy.from_environment().imports, allowed=parse_allowed(allow))
+
+
+def refuse_to_run(imports: ImportPolicy) -> str | None:
+    """Why a command that runs the pipeline's code may not, or None."""
+    if imports.imports:
+        return None
+    return (f"error: {NO_IMPORT_ENV} is set, and this command runs the Python code the pipeline names; "
+            f"hint: unset it for a pipeline you trust, or use dataflow check/plan to look at one you do not")
 
 
 def echo_notes(notes: list[Any]) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 ALLOWED_MODULES_ENV = "DATAFLOW_ALLOWED_MODULES"
+NO_IMPORT_ENV = "DATAFLOW_NO_IMPORT"
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,16 @@ class ImportPolicy:
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> ImportPolicy:
-        """The allow-list in ``DATAFLOW_ALLOWED_MODULES`` (entries separated by commas or spaces);
-        any module when it is unset or empty.
+        """The policy in ``DATAFLOW_NO_IMPORT`` (``1``, ``true``, ``yes`` or ``on``: import nothing)
+        and ``DATAFLOW_ALLOWED_MODULES`` (entries separated by commas or spaces; unset or empty:
+        any module).
 
-        >>> ImportPolicy.from_environment({"DATAFLOW_ALLOWED_MODULES": "mypkg, storefront.*"}).allowed
-        ('mypkg', 'storefront.*')
+        >>> ImportPolicy.from_environment({"DATAFLOW_ALLOWED_MODULES": "mypkg, storefront.*"})
+        ImportPolicy(imports=True, allowed=('mypkg', 'storefront.*'))
         """
         env = os.environ if env is None else env
-        return cls(allowed=parse_allowed([env.get(ALLOWED_MODULES_ENV, "")]))
+        no_import = env.get(NO_IMPORT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+        return cls(imports=not no_import, allowed=parse_allowed([env.get(ALLOWED_MODULES_ENV, "")]))
 
 
 def parse_allowed(values: list[str] | None) -> tuple[str, ...] | None:
