@@ -19,6 +19,8 @@ import re
 REDACTED = "***"
 # A query option whose name holds one of these words is a secret (`sasl_password`, `token`).
 SECRET_WORDS = ("password", "secret", "token", "credential")
+# What follows `local://` is a path and `memory://` a name: an @ there is no user name.
+_NO_AUTHORITY = ("local://", "memory://")
 HOW_TO_PASS = ("hint: pass them as DATAFLOW_KAFKA_SASL_USERNAME and DATAFLOW_KAFKA_SASL_PASSWORD in the environment, "
                "or as the kafka_sasl_username and kafka_sasl_password settings (docs/kafka.md)")
 
@@ -32,6 +34,8 @@ def _split(url: str) -> tuple[str, str, str, str]:
     else:
         scheme += sep
     rest, qmark, query = rest.partition("?")
+    if scheme.lower() in _NO_AUTHORITY:
+        return scheme, "", rest, qmark + query
     authority_end = min((i for i in (rest.find("/"), rest.find("#")) if i >= 0), default=len(rest))
     userinfo, at, _ = rest[:authority_end].rpartition("@")
     if at:

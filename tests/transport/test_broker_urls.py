@@ -31,6 +31,8 @@ REFUSED = ("error: a kafka url may not hold credentials: kafka://***@broker-1:90
     ("app:pw@b1:9092", "***@b1:9092"),
     ("kafka://b1:9092?ssl_keyfile=/k.pem", "kafka://b1:9092?ssl_keyfile=/k.pem"),
     ("local:///var/lib/app@v2", "local:///var/lib/app@v2"),  # an @ in a path is not a user name
+    ("local://backups@2024/app", "local://backups@2024/app"),
+    ("memory://team@orders", "memory://team@orders"),
     ("memory://orders", "memory://orders"),
 ])
 def test_redact_url_hides_userinfo_and_secret_options_only(url, shown):
