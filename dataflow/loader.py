@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .builder import Flow
+from .ir.callables import TRUSTED, ImportPolicy
 
 
 class PipelineNotFound(Exception):
@@ -64,16 +65,33 @@ AGENT = Wanted(AgentLike, "agent", "dataflow agent", "agents", "decorate an asyn
                "name one with {ref}:NAME", 'expected an import path, "package.module:agent"')
 
 
-def load_pipeline(ref: str, overrides: dict[str, Any] | None = None) -> Flow:
-    """The Flow named by `ref`, with settings overridden."""
+NOT_WITHOUT_IMPORTS = ("a Python pipeline runs when it is loaded; only a .flow file can be checked or planned "
+                       "without importing code")
+
+
+def load_pipeline(ref: str, overrides: dict[str, Any] | None = None, imports: ImportPolicy = TRUSTED) -> Flow:
+    """The Flow named by `ref`, with settings overridden.
+
+    Loading a `.flow` file checks it, which imports the Python code it names as ``imports``
+    permits. A Python pipeline (a `.py` file, `module:attribute`) is Python: it runs when it
+    is loaded, so it is refused when ``imports`` allows no import.
+
+    >>> load_pipeline("examples/wordcount.py", imports=ImportPolicy(imports=False))
+    Traceback (most recent call last):
+    ...
+    dataflow.loader.PipelineNotFound: examples/wordcount.py: a Python pipeline runs when it is loaded; only a .flow file can be checked or planned without importing code
+    """
     path = Path(ref)
     if ref.endswith(".flow"):
         if not path.exists():
             raise PipelineNotFound(ref, "no such file")
         from .lang import load_flow  # the language is optional for Python pipelines
-        flow = load_flow(path, {k: v for k, v in (overrides or {}).items() if v is not None})
+        flow = load_flow(path, {k: v for k, v in (overrides or {}).items() if v is not None}, imports)
     else:
-        flow = load_object(ref, FLOW)
+        python = path.is_file() and path.suffix == ".py" or ":" in ref and not path.exists()
+        if python and not imports.imports:
+            raise PipelineNotFound(ref, NOT_WITHOUT_IMPORTS)
+        flow = load_object(ref, FLOW)  # refuses, without running it, a file that is not Python
     if overrides:
         flow.configure(**{k: v for k, v in overrides.items() if v is not None})
     return flow

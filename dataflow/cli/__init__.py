@@ -16,6 +16,7 @@ import typer
 from ..ir.diagnostics import Diagnostic, PipelineError
 from . import logs
 from .help import ReadableGroup
+from .trust import allow_module_option, echo_notes, import_policy, no_import_option, refuse_to_run, run_policy
 
 app = typer.Typer(cls=ReadableGroup, no_args_is_help=True, rich_markup_mode=None,
                   help="dataflow: a declarative stream processor. Describe a pipeline once; plan it; run it.")
@@ -35,7 +36,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
     """dataflow: a declarative stream processor. Describe a pipeline once; plan it; run it."""
 
 #: DATAFLOW_ variables that are options of the command line, not pipeline settings
-NOT_SETTINGS = frozenset({"DATAFLOW_LOG_LEVEL", "DATAFLOW_LOG_FORMAT"})
+# DATAFLOW_BROKER is the --broker flag's variable (it refuses credentials as the flag does); the log
+# variables configure logging, not the pipeline.
+NOT_SETTINGS = frozenset({"DATAFLOW_BROKER", "DATAFLOW_LOG_LEVEL", "DATAFLOW_LOG_FORMAT"})
 PIPELINE_HELP = "A .flow file, a Python file defining a Flow, or module:attribute."
 SET_HELP = "Override a pipeline setting, e.g. --set partitions=8 (repeatable)."
 
@@ -51,6 +54,7 @@ def _overrides(pairs: list[str] | None) -> dict[str, Any]:
     that a mistake names the flag or the variable rather than a line of the pipeline.
     """
     from ..ir.settings import BadEnvironment, SettingError, UnknownSetting, from_environment, parse_setting
+    from ..ir.urls import redact_urls_in
 
     try:
         out = {name: s.value for name, s in from_environment(os.environ, ignore=NOT_SETTINGS).items()}
@@ -66,7 +70,7 @@ def _overrides(pairs: list[str] | None) -> dict[str, Any]:
         except UnknownSetting as e:
             raise UserError(f"error: --set {pair}: {e}") from None
         except SettingError as e:
-            raise UserError(f"error: --set {pair}: must be {e.expected}") from None
+            raise UserError(f"error: --set {redact_urls_in(pair)}: {e.reason}") from None
     return out
 
 
@@ -94,12 +98,16 @@ def render_diagnostics(diagnostics: list[Diagnostic]) -> str:
     return format_diagnostics(diagnostics, sources)
 
 
-def load(pipeline: str, overrides: dict[str, Any]):  # type: ignore[no-untyped-def]
-    """Load a pipeline, turning every user mistake into a UserError or PipelineError."""
+def load(pipeline: str, overrides: dict[str, Any], imports: Any = None):  # type: ignore[no-untyped-def]
+    """Load a pipeline, turning every user mistake into a UserError or PipelineError.
+
+    ``imports`` (an ``ImportPolicy``; default: the allow-list in $DATAFLOW_ALLOWED_MODULES) says
+    what checking it may import."""
+    from ..ir.callables import ImportPolicy
     from ..loader import PipelineNotFound, load_pipeline
 
     try:
-        return load_pipeline(pipeline, overrides)
+        return load_pipeline(pipeline, overrides, imports or ImportPolicy.from_environment())
     except (PipelineError, PipelineNotFound):
         raise
     except Exception as e:  # noqa: BLE001 - a .flow FlowError or a mistake in the user's Python file
@@ -111,11 +119,19 @@ def load(pipeline: str, overrides: dict[str, Any]):  # type: ignore[no-untyped-d
         raise UserError(f"{pipeline}: error: {text}") from None
 
 
-def _plan(pipeline: str, sets: list[str] | None):  # type: ignore[no-untyped-def]
-    from ..planner import plan
+def _plan(pipeline: str, sets: list[str] | None, imports: Any = None,  # type: ignore[no-untyped-def]
+          runs: bool = True):
+    """The plan of a pipeline, checked as ``imports`` (default: from the environment) permits;
+    a command that ``runs`` the pipeline's code refuses a policy that imports nothing."""
+    from ..ir.callables import ImportPolicy
+    from ..planner import not_imported, plan
 
-    flow = load(pipeline, _overrides(sets))
-    return plan(flow.topology())
+    imports = imports or ImportPolicy.from_environment()
+    if runs and (refusal := refuse_to_run(imports)):
+        raise UserError(refusal)
+    flow = load(pipeline, _overrides(sets), imports)
+    echo_notes(not_imported(flow.topology(), imports))
+    return plan(flow.topology(), imports)
 
 
 def _fail(message: str) -> None:
@@ -147,6 +163,8 @@ def plan_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write to this file instead of stdout."),
     no_locations: bool = typer.Option(False, "--no-locations", help="Leave source locations out."),
     sets: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+    no_import: bool = no_import_option(),
+    allow: Optional[list[str]] = allow_module_option(),
 ) -> None:
     """Compile a pipeline and print its execution plan."""
     from ..planner import render
@@ -156,7 +174,7 @@ def plan_command(
         raise typer.BadParameter(f"choose one of {', '.join(render.FORMATS)}", param_hint="--format")
 
     def body() -> str:
-        plan = _plan(pipeline, sets)
+        plan = _plan(pipeline, sets, import_policy(no_import, allow), runs=False)
         if format == "svg":
             try:
                 return render.to_svg(plan)
@@ -178,16 +196,20 @@ def plan_command(
 def check_command(
     pipelines: list[str] = typer.Argument(..., metavar="PIPELINE", help=PIPELINE_HELP + " Several may be given."),
     sets: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+    no_import: bool = no_import_option(),
+    allow: Optional[list[str]] = allow_module_option(),
 ) -> None:
     """Validate pipelines and print their diagnostics (exit 1 if any has an error)."""
-    from ..planner import check
+    from ..planner import check, not_imported
 
+    imports = import_policy(no_import, allow)
     overrides = _guard(lambda: _overrides(sets))
     failed = 0
     for pipeline in pipelines:
         def body(pipeline: str = pipeline) -> None:
-            flow = load(pipeline, overrides)
-            diagnostics = check(flow.topology())
+            flow = load(pipeline, overrides, imports)
+            echo_notes(not_imported(flow.topology(), imports))
+            diagnostics = check(flow.topology(), imports)
             if diagnostics:
                 raise PipelineError(diagnostics)
 
@@ -287,6 +309,7 @@ def run_command(
     sets: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     log_level: Optional[str] = logs.level_option(quiet=True),
     log_format: str = logs.format_option(),
+    allow: Optional[list[str]] = allow_module_option(),
 ) -> None:
     """Run a pipeline: on the embedded local log by default, or on --broker."""
     import asyncio
@@ -311,7 +334,7 @@ def run_command(
         _fail(f"error: --data-dir {data_dir} is a file; give a directory (it is created if missing)")
 
     def body():  # type: ignore[no-untyped-def]
-        plan = _plan(pipeline, sets)
+        plan = _plan(pipeline, sets, run_policy(allow))
         tune_for_throughput()
         started = time.monotonic()
         try:

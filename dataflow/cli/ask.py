@@ -92,8 +92,8 @@ def _ask_pipeline(ref: str, topic: str, value: Any, key: Any, timeout: float, br
 
     plan = _plan(ref, None)
     directory = data_dir or plan.settings.data_dir or str(Path(".dataflow") / plan.name)
-    transport = open_transport(broker or plan.settings.broker, directory, plan.settings)
     try:
+        transport = open_transport(broker or plan.settings.broker, directory, plan.settings)
         return asyncio.run(ask_flow(plan, topic, value, key, transport=transport, timeout=timeout,
                                     data_dir=state_dir_for(transport, directory)))
     except LogLockedError as e:
@@ -139,9 +139,19 @@ def ask_command(
     def body() -> Any:
         if pipeline.endswith(".flow") or _defines_flow(pipeline):
             return _ask_pipeline(pipeline, agent, decoded, key, timeout, broker, data_dir)
+        from ..ir.callables import ImportPolicy
+        from .trust import refuse_to_run
+
+        if refusal := refuse_to_run(ImportPolicy.from_environment()):  # importing the app runs it
+            raise UserError(refusal)
         target = load_app(pipeline)
         if broker is not None or data_dir is not None:
-            target.set_broker(broker, data_dir)
+            from ..transport.base import TransportError
+
+            try:
+                target.set_broker(broker, data_dir)
+            except TransportError as e:  # a bad --broker: one line, not a traceback
+                raise UserError(f"error: {e}") from None
         return asyncio.run(ask_agent(target, agent, decoded, key, timeout))
 
     with logs.configured(log_level, log_format):

@@ -23,6 +23,7 @@ from typing import Any
 
 from .durations import parse_duration
 from .timestamps import parse_iso
+from .urls import redact_urls_in, refusal
 
 GUARANTEES = ("at_least_once", "exactly_once")
 KAFKA_CHOICES = {
@@ -61,6 +62,26 @@ class SettingError(ValueError):
         self.name = name
         self.value = value
         self.expected = expected
+
+    @property
+    def reason(self) -> str:
+        """What is wrong, for a message that names where the value came from."""
+        return f"must be {self.expected}"
+
+
+class RefusedSetting(SettingError):
+    """A value that parses but must not be used (a broker URL with a password); the
+    message is `problem` alone, so the value is never echoed."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        ValueError.__init__(self, problem)
+        self.name = name
+        self.value = "***"
+        self.expected = problem
+
+    @property
+    def reason(self) -> str:
+        return self.expected
 
 
 class UnknownSetting(SettingError, KeyError):
@@ -238,6 +259,8 @@ def parse_setting(name: str, value: Any) -> Any:
     out = _PARSERS[kind](name, value)
     if out is _BAD:
         raise SettingError(name, value, expected_for(name))
+    if name == "broker" and isinstance(out, str) and (problem := refusal(out, "the broker setting")):
+        raise RefusedSetting(name, problem)  # settings are printed in every plan
     return out
 
 
@@ -379,5 +402,5 @@ def from_environment(env: Mapping[str, str], ignore: frozenset[str] = frozenset(
         try:
             out[name] = EnvironmentSetting(variable, text, parse_setting(name, text))
         except SettingError as e:
-            raise BadEnvironment(f"{variable}={text}: must be {e.expected}") from None
+            raise BadEnvironment(f"{variable}={redact_urls_in(text)}: {e.reason}") from None
     return out

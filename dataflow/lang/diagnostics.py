@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 
 from ..ir.diagnostics import Diagnostic, PipelineError
 from ..ir.location import SourceLocation
+from ..ir.urls import redact_urls_in
 
 
 class FlowError(PipelineError):
@@ -90,9 +91,12 @@ def format_diagnostics(diagnostics: Iterable[Diagnostic], sources: Mapping[str, 
         width = 1
         if d.loc.end_line == d.loc.line and d.loc.end_column and d.loc.end_column > column:
             width = min(d.loc.end_column, len(source_line) + 1) - column
-        # Keep tabs so the caret lines up however the terminal expands them.
-        pad = "".join("\t" if ch == "\t" else " " for ch in source_line[:column - 1])
-        blocks.append(f"{head}\n{source_line}\n{pad}^{'~' * max(0, width - 1)}")
+        # Keep tabs so the caret lines up however the terminal expands them. A url's password
+        # is never shown (the broker setting refuses one, and must not print it doing so).
+        pad = "".join("\t" if ch == "\t" else " " for ch in redact_urls_in(source_line[:column - 1]))
+        shown = redact_urls_in(source_line)
+        width = min(width, max(1, len(shown) - len(pad)))
+        blocks.append(f"{head}\n{shown}\n{pad}^{'~' * max(0, width - 1)}")
     return "\n".join(blocks)
 
 

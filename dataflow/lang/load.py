@@ -12,6 +12,7 @@ from typing import Any
 from lark.exceptions import VisitError
 
 from ..builder import Flow
+from ..ir.callables import TRUSTED, ImportPolicy
 from ..ir.diagnostics import Diagnostic
 from ..ir.location import SourceLocation
 from .diagnostics import FlowError
@@ -19,13 +20,15 @@ from .parser import parse
 from .transform import FlowTransformer
 
 
-def parse_flow(text: str, filename: str = "<string>", overrides: dict[str, Any] | None = None) -> Flow:
+def parse_flow(text: str, filename: str = "<string>", overrides: dict[str, Any] | None = None,
+               imports: ImportPolicy = TRUSTED) -> Flow:
     """The pipeline described by `text`; raises FlowError listing every problem found.
 
     `overrides` replace header settings, as `dataflow plan --set partitions=8` does (text as typed,
     or Python values; see `dataflow.ir.settings.parse_setting`).
     Semantic problems (unknown fields, type errors, a window without aggregate) come
-    from `dataflow.planner.check` and point at the `.flow` source too.
+    from `dataflow.planner.check` and point at the `.flow` source too. That check imports
+    the Python code the file names (udfs, reducers, agents), as `imports` permits.
     """
     try:
         tree = parse(text, filename)
@@ -36,7 +39,7 @@ def parse_flow(text: str, filename: str = "<string>", overrides: dict[str, Any] 
             raise e.orig_exc from e
         if transformer.diagnostics:
             raise FlowError(transformer.diagnostics, text, filename)
-        problems = [d for d in _check(flow) if d.severity == "error"]
+        problems = [d for d in _check(flow, imports) if d.severity == "error"]
     except RecursionError:
         raise FlowError([Diagnostic("this file nests too deeply to compile", SourceLocation(filename, 1, 1),
                                     "split long expressions into several steps")], text, filename) from None
@@ -45,8 +48,9 @@ def parse_flow(text: str, filename: str = "<string>", overrides: dict[str, Any] 
     return flow
 
 
-def load_flow(path: str | Path, overrides: dict[str, Any] | None = None) -> Flow:
-    """The pipeline in the `.flow` file at `path` (locations name the path as given)."""
+def load_flow(path: str | Path, overrides: dict[str, Any] | None = None, imports: ImportPolicy = TRUSTED) -> Flow:
+    """The pipeline in the `.flow` file at `path` (locations name the path as given); `imports`
+    as for :func:`parse_flow`."""
     data = Path(path).read_bytes()
     try:
         text = data.decode("utf-8-sig")  # tolerate the byte-order mark some editors write
@@ -57,15 +61,15 @@ def load_flow(path: str | Path, overrides: dict[str, Any] | None = None) -> Flow
         shown = data.decode("utf-8", errors="replace")
         raise FlowError([Diagnostic("this file is not UTF-8 text", where, "save it as UTF-8")], shown,
                         str(path)) from None
-    return parse_flow(text, str(path), overrides)
+    return parse_flow(text, str(path), overrides, imports)
 
 
-def _check(flow: Flow) -> list[Diagnostic]:
+def _check(flow: Flow, imports: ImportPolicy) -> list[Diagnostic]:
     try:
         from ..planner import check
     except ImportError:  # the planner is optional for the language's own checks
         return []
-    return check(flow.topology())
+    return check(flow.topology(), imports)
 
 
 __all__ = ["parse_flow", "load_flow"]

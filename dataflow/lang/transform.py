@@ -33,7 +33,7 @@ from ..ir.diagnostics import Diagnostic
 from ..ir.durations import format_duration, parse_duration
 from ..ir.location import SourceLocation
 from ..ir.nodes import AGGREGATE_FUNCTIONS, EMIT_MODES, SERIALIZERS, TIME_SOURCES, Aggregation
-from ..ir.settings import (SETTING_NAMES, TEXT_SETTINGS, SettingError, UnknownSetting, expected_for, parse_setting,
+from ..ir.settings import (SETTING_NAMES, TEXT_SETTINGS, RefusedSetting, SettingError, UnknownSetting, expected_for, parse_setting,
                            suggest_setting)
 from ..ir.types import ANY, RecordType, Field, Type
 from .diagnostics import LangError, Silent, did_you_mean
@@ -979,6 +979,8 @@ def _setting_value(name: str, token: Token, file: str, loc: SourceLocation) -> A
         return parse_setting(name, value)
     except SettingError as e:
         shown = text if token.type != "STRING" else value
+        if isinstance(e, RefusedSetting):
+            raise LangError(str(e), loc) from None
         raise LangError(f"setting '{name}' must be {e.expected}, not {shown}", loc) from None
 
 

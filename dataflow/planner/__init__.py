@@ -8,14 +8,18 @@
 """
 from __future__ import annotations
 
+from ..ir.callables import TRUSTED, ImportPolicy
 from ..ir.topology import Topology
 from .plan import AgentPlan, ExecutionPlan, StorePlan, TopicPlan, build_plan, run_passes
-from .validate import check
+from .validate import check, not_imported
 
 
-def plan(topology: Topology) -> ExecutionPlan:
-    """Validate and compile a topology; raises `PipelineError` with every diagnostic."""
-    return build_plan(topology)
+def plan(topology: Topology, imports: ImportPolicy = TRUSTED) -> ExecutionPlan:
+    """Validate and compile a topology; raises `PipelineError` with every diagnostic.
+
+    Validating imports the Python code the pipeline names, as ``imports`` permits."""
+    return build_plan(topology, imports)
 
 
-__all__ = ["plan", "check", "run_passes", "ExecutionPlan", "AgentPlan", "TopicPlan", "StorePlan"]
+__all__ = ["plan", "check", "not_imported", "run_passes", "ExecutionPlan", "AgentPlan", "TopicPlan", "StorePlan",
+           "ImportPolicy"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import nodes as n
+from ..ir.callables import TRUSTED, ImportPolicy
 from ..ir.diagnostics import PipelineError
 from ..ir.schema import StreamSchema, infer_schemas
 from ..ir.settings import Settings
@@ -88,9 +89,11 @@ def run_passes(topology: Topology) -> Topology:
     return topology
 
 
-def build_plan(topology: Topology) -> ExecutionPlan:
-    """Validate, run the passes, split into agents and name every topic and store."""
-    diagnostics = check(topology)
+def build_plan(topology: Topology, imports: ImportPolicy = TRUSTED) -> ExecutionPlan:
+    """Validate, run the passes, split into agents and name every topic and store.
+
+    ``imports`` says what validating may import of the Python code the pipeline names."""
+    diagnostics = check(topology, imports)
     if diagnostics:
         raise PipelineError(diagnostics)
     planned = run_passes(topology)

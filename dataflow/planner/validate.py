@@ -3,16 +3,19 @@
 Rules: unknown field and type mismatch (from type propagation), cycle,
 dangling stream, duplicate name, window without aggregation, join shape and
 co-partitioning, sink type mismatch, bad window/aggregate parameters, timers
-that never tick, and agents or Python functions a pipeline cannot load.
+that never tick, and agents or Python functions a pipeline cannot load or may not import.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
+from dataclasses import dataclass
 
 from ..ir import nodes as n
+from ..ir.callables import TRUSTED, ImportPolicy, module_of
 from ..ir.diagnostics import Diagnostic
 from ..ir.durations import format_duration
+from ..ir.location import SourceLocation
 from ..ir.schema import StreamSchema, infer_schemas
 from ..ir.topology import Topology
 from .naming import internal_topic_names
@@ -20,8 +23,12 @@ from .naming import internal_topic_names
 TERMINAL_KINDS = {"sink", "aggregate", "table", "table_source", "join"}
 
 
-def check(topology: Topology) -> list[Diagnostic]:
+def check(topology: Topology, imports: ImportPolicy = TRUSTED) -> list[Diagnostic]:
     """Every problem in the pipeline, sorted by location; empty when it can be planned.
+
+    Checking imports the Python code the pipeline names (to report what cannot be loaded);
+    ``imports`` limits that (see :class:`~dataflow.ir.callables.ImportPolicy`), and
+    :func:`not_imported` says what a check without imports leaves unverified.
 
     >>> from dataflow import Flow, col
     >>> flow = Flow("app")
@@ -30,9 +37,11 @@ def check(topology: Topology) -> list[Diagnostic]:
     ["stream 'busy' is never used: it has no sink and feeds no step"]
     """
     schemas, diagnostics = infer_schemas(topology)
-    for rule in (_cycles, _dangling, _windows, _aggregates, _joins, _changes_and_sinks, _duplicate_names, _timers,
-                 _agents, _imports):
+    for rule in (_cycles, _dangling, _windows, _aggregates, _joins, _changes_and_sinks, _duplicate_names, _timers):
         diagnostics.extend(rule(topology, schemas))
+    # Refused code first, so that nothing outside the allow-list is imported by the rules after.
+    for importing in (_refused, _agents, _imports):
+        diagnostics.extend(importing(topology, imports))
     unique = {(str(d.loc), d.message): d for d in diagnostics}
     return sorted(unique.values(), key=lambda d: (d.loc.file, d.loc.line, d.loc.column, d.message))
 
@@ -233,14 +242,94 @@ def _timers(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagno
 
 AGENT_HINT = ('an agent is named by its import path, "package.module:agent", found from the working '
               "directory or the pipeline file's directory")
+ALLOWED_HINT = ("the allowed modules come from --allow-module or DATAFLOW_ALLOWED_MODULES (dotted prefixes or "
+                "globs); add this one there only if you trust its code")
 
 
-def _agents(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+@dataclass(frozen=True)
+class Named:
+    """Python code a pipeline names by import path, which checking or running it imports."""
+
+    kind: str  # udf | reducer | sink | agent
+    path: str
+    loc: SourceLocation
+    node: n.Node
+    untyped: bool = False  # its result (a udf's, an asked agent's reply) is `any` unless it is imported
+
+
+def named_code(topology: Topology) -> list[Named]:
+    """Everything the pipeline imports by path, once per step, in node order. Functions and
+    agents a Python pipeline hands over as objects are left out: that file imported them."""
+    from ..ir.expr import Expr, Udf, walk
+    from ..ir.types import ANY
+
+    def functions(value: object, node: n.Node) -> list[Named]:
+        """The udfs and reducers `value` names, looking through nested fields."""
+        if isinstance(value, Expr):
+            return [Named("udf", e.path, e.loc or node.loc, node, e.returns == ANY)
+                    for e in walk(value) if isinstance(e, Udf)]
+        if isinstance(value, n.Aggregation):
+            reducer = [Named("reducer", value.reducer, node.loc, node)] if value.reducer and value.reducer_func is None \
+                else []
+            return functions(value.arg, node) + reducer
+        if isinstance(value, (tuple, list)):
+            return [found for item in value for found in functions(item, node)]
+        if isinstance(value, n.Node):
+            return [found for f in dataclasses.fields(value) if f.compare
+                    for found in functions(getattr(value, f.name), node)]
+        return []
+
+    out: list[Named] = []
+    for node in topology.nodes():
+        out.extend(functions(node, node))
+        if isinstance(node, n.Sink) and node.sink == "callable" and node.func is None:
+            out.append(Named("sink", node.target, node.loc, node))
+        if isinstance(node, n.CallAgent) and node.agent is None:
+            out.append(Named("agent", node.target, node.loc, node, node.value_type == ANY))
+        if isinstance(node, n.Sink) and node.sink == "agent" and node.agent is None:
+            out.append(Named("agent", node.target, node.loc, node))
+    unique = {(c.path, c.node.name, c.kind): c for c in out}
+    return list(unique.values())
+
+
+def _refused(topology: Topology, imports: ImportPolicy) -> list[Diagnostic]:
+    """Code outside the allow-list is refused before anything imports it."""
+    return [Diagnostic(f'{c.kind} "{c.path}" may not be imported: module \'{module_of(c.path)}\' is not among '
+                       f"the allowed modules ({imports.describe_allowed()})", c.loc, ALLOWED_HINT, rule="allowed")
+            for c in named_code(topology) if not imports.permits(c.path)]
+
+
+def not_imported(topology: Topology, imports: ImportPolicy) -> list[Diagnostic]:
+    """Notes on what a check that imports nothing (``imports.imports`` false) could not verify:
+    one per function or agent the pipeline names by path and the allow-list permits. Types
+    need no import: a udf's declared signature or an agent's ``-> TYPE`` is taken as written.
+
+    >>> from dataflow import Flow
+    >>> flow = Flow("shop")
+    >>> flow.source("orders").call_agent("storefront.pricing:quote").to("quotes")
+    >>> [d.message for d in not_imported(flow.topology(), ImportPolicy(imports=False))]
+    ['agent "storefront.pricing:quote" was not imported: whether it loads and can reply is not checked, and its reply is typed any']
+    """
+    if imports.imports:
+        return []
+    out = []
+    for c in named_code(topology):
+        if not imports.permits(c.path):
+            continue  # an error already
+        replies = c.kind == "agent" and isinstance(c.node, n.CallAgent)
+        what = "whether it loads and can reply" if replies else "whether it loads"
+        typed = f", and its {'reply' if replies else 'result'} is typed any" if c.untyped else ""
+        out.append(Diagnostic(f'{c.kind} "{c.path}" was not imported: {what} is not checked{typed}', c.loc,
+                              severity="note", rule="not-imported"))
+    return out
+
+
+def _agents(topology: Topology, imports: ImportPolicy) -> list[Diagnostic]:
     """Every agent the pipeline asks (`call agent`) or sends to (`to agent`) can be loaded,
     can reply if it is asked, and has an app of its own name.
 
-    Loading an agent imports its module: the one rule that runs user code, as planning a
-    Python pipeline does.
+    Loading an agent imports its module: with `_imports`, the rules that run user code, as
+    planning a Python pipeline does; ``imports`` says which modules they may import.
     """
     from ..loader import PipelineNotFound, agents_in, load_agent
 
@@ -251,6 +340,8 @@ def _agents(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagno
             continue
         agent = node.agent  # type: ignore[attr-defined]
         if agent is None:
+            if not (imports.imports and imports.permits(node.target)):  # type: ignore[attr-defined]
+                continue  # a note or a refusal says so
             try:
                 agent = load_agent(node.target, near=node.loc.file)  # type: ignore[attr-defined]
             except PipelineNotFound as e:
@@ -269,41 +360,24 @@ def _agents(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagno
     return out
 
 
-def _imports(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+def _imports(topology: Topology, imports: ImportPolicy) -> list[Diagnostic]:
     """Every Python function named by import path (a `udf`, a `reduce` reducer, a callable
     sink) can be imported, so a typo fails `check` instead of the run.
 
-    Like `_agents`, this imports the user's modules.
+    Like `_agents`, this imports the user's modules, those ``imports`` permits.
     """
     from ..ir.callables import load_callable
-    from ..ir.expr import Expr, Udf, walk
 
-    def named(value: object) -> list[tuple[str, object]]:
-        """(import path, location) of every function `value` names, looking through nested fields."""
-        if isinstance(value, Expr):
-            return [(e.path, e.loc) for e in walk(value) if isinstance(e, Udf)]
-        if isinstance(value, n.Aggregation):
-            return named(value.arg) + ([(value.reducer, None)] if value.reducer and value.reducer_func is None else [])
-        if isinstance(value, (tuple, list)):
-            return [found for item in value for found in named(item)]
-        if isinstance(value, n.Node):
-            return [found for f in dataclasses.fields(value) if f.compare for found in named(getattr(value, f.name))]
+    if not imports.imports:
         return []
-
-    out, seen = [], set()
-    for node in topology.nodes():
-        paths = named(node)
-        if isinstance(node, n.Sink) and node.sink == "callable" and node.func is None:
-            paths.append((node.target, None))
-        for path, loc in paths:
-            if (path, node.name) in seen:
-                continue
-            seen.add((path, node.name))
-            where = loc or node.loc
-            try:
-                load_callable(path, near=where.file)  # type: ignore[attr-defined]
-            except ImportError as e:
-                out.append(Diagnostic(str(e), where, 'a function is named by its import path, "package.module:function", '
-                                      "found from the working directory or the pipeline file's directory",
-                                      rule="import"))
+    out = []
+    for c in named_code(topology):
+        if c.kind == "agent" or not imports.permits(c.path):
+            continue
+        try:
+            load_callable(c.path, near=c.loc.file)
+        except ImportError as e:
+            out.append(Diagnostic(str(e), c.loc, 'a function is named by its import path, "package.module:function", '
+                                  "found from the working directory or the pipeline file's directory",
+                                  rule="import"))
     return out

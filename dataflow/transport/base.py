@@ -378,10 +378,12 @@ def open_transport(url: str | None, data_dir: str, settings: object | None = Non
         from dataflow.transport.local import LocalTransport
 
         return LocalTransport(data_dir)
+    from dataflow.ir.urls import redact_url
+
     # Split by hand: urllib would read `local://relative/dir` as host "relative".
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise TransportError(f"invalid transport url {url!r}; {_URL_HINT}")
+    if not sep:  # messages show the url redacted: it may be `user:password@host` without its scheme
+        raise TransportError(f"invalid transport url {redact_url(url)!r}; {_URL_HINT}")
     scheme = scheme.lower()
     if scheme == "memory":
         from dataflow.transport.memory import MemoryTransport
@@ -395,4 +397,4 @@ def open_transport(url: str | None, data_dir: str, settings: object | None = Non
         from dataflow.transport.kafka import KafkaTransport
 
         return KafkaTransport(url, settings)
-    raise TransportError(f"unknown transport scheme {scheme!r} in {url!r}; {_URL_HINT}")
+    raise TransportError(f"unknown transport scheme {scheme!r} in {redact_url(url)!r}; {_URL_HINT}")

@@ -50,6 +50,7 @@ from aiokafka import errors as kerrors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from dataflow.ir.urls import redact_url, refusal
 from dataflow.transport.base import (
     TP,
     CommitFailedError,
@@ -141,17 +142,20 @@ class KafkaConfig:
         20
         """
         env = os.environ if env is None else env
+        shown = redact_url(url)  # every message below shows this, never the url itself
         scheme, sep, rest = url.partition("://")
         if not sep or scheme.lower() != "kafka":
-            raise TransportError(f"not a kafka url: {url!r}; hint: kafka://HOST:PORT[,HOST:PORT]")
+            raise TransportError(f"not a kafka url: {shown!r}; hint: kafka://HOST:PORT[,HOST:PORT]")
         hosts, _, query = rest.partition("?")
+        if "@" in hosts:  # `kafka://user:password@host`: the client would take it all for a host name
+            raise TransportError(refusal(url, "a kafka url") or f"kafka url {shown!r} holds '@'")
         servers = tuple(h.strip() for h in hosts.strip("/").split(",") if h.strip())
         if not servers:
-            raise TransportError(f"kafka url {url!r} names no broker; hint: kafka://HOST:PORT[,HOST:PORT]")
+            raise TransportError(f"kafka url {shown!r} names no broker; hint: kafka://HOST:PORT[,HOST:PORT]")
         for server in servers:
             host, colon, port = server.rpartition(":")
             if not colon or not host or not port.isdigit():
-                raise TransportError(f"kafka broker {server!r} in {url!r} is not HOST:PORT; "
+                raise TransportError(f"kafka broker {server!r} in {shown!r} is not HOST:PORT; "
                                      "hint: kafka://localhost:9092")
         names = set(cls.option_names())
         from_url: dict[str, str] = {}
@@ -161,7 +165,7 @@ class KafkaConfig:
                 raise TransportError(f"{key} may not be given in the kafka url (urls are printed in logs); "
                                      f"hint: set {ENV_PREFIX}{key.upper()} or the kafka_{key} setting")
             if key not in names:
-                raise TransportError(f"unknown kafka option {key!r} in {url!r}; "
+                raise TransportError(f"unknown kafka option {key!r} in {shown!r}; "
                                      f"options are: {', '.join(sorted(names))}")
             from_url[key] = value
         chosen: dict[str, Any] = {}
