@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import runpy
 import sys
 from dataclasses import dataclass
@@ -64,8 +65,32 @@ AGENT = Wanted(AgentLike, "agent", "dataflow agent", "agents", "decorate an asyn
                "name one with {ref}:NAME", 'expected an import path, "package.module:agent"')
 
 
-def load_pipeline(ref: str, overrides: dict[str, Any] | None = None) -> Flow:
-    """The Flow named by `ref`, with settings overridden."""
+def load_pipeline(ref: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Flow:
+    """The pipeline that ``ref`` names, as a :class:`~dataflow.Flow`, with the settings in
+    ``overrides`` changed (as ``dataflow run --set name=value`` changes them).
+
+    ``ref`` is what every ``dataflow`` command takes:
+
+    * a ``.flow`` file (its locations name the path as given);
+    * a Python file: its ``Flow`` called ``flow``, or its only one (the file is run, with
+      its own directory first on ``sys.path``);
+    * ``package.module:attribute``, imported from the working directory first.
+
+    Raises :class:`PipelineNotFound` when ``ref`` names no pipeline, and the language's
+    ``FlowError`` (every diagnostic, located) for a ``.flow`` file with mistakes. Compile
+    the Flow with ``dataflow.planner.plan(flow.topology())``.
+
+    >>> flow = load_pipeline("examples/wordcount.flow", {"partitions": 2})
+    >>> flow.name, flow.settings.partitions
+    ('wordcount', 2)
+    >>> load_pipeline("examples.wordcount:flow").name
+    'wordcount'
+    >>> load_pipeline("examples/nothing.flow")
+    Traceback (most recent call last):
+    ...
+    dataflow.loader.PipelineNotFound: examples/nothing.flow: no such file
+    """
+    ref = os.fspath(ref)
     path = Path(ref)
     if ref.endswith(".flow"):
         if not path.exists():
