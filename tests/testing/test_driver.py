@@ -2,6 +2,7 @@
 dead letters out; event time and the wall clock moved by the test; its mistakes explained."""
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,9 @@ def test_timers_tick_when_the_wall_clock_is_advanced(driver):
     assert driver.read("heartbeats") == []
     driver.advance_wall_clock(0.001)  # the tick of 30s is on the grid of the first one
     assert driver.read_values("heartbeats") == [{"at": START_MS + 30_000}]
-    assert driver.clock() == START + 30
+    driver.advance_wall_clock(timedelta(seconds=10))
+    assert driver.read_values("heartbeats") == [{"at": START_MS + 40_000}]
+    assert driver.clock() == START + 40
 
 
 def test_a_record_without_a_timestamp_is_stamped_with_the_wall_clock(pipeline_driver):

@@ -2,6 +2,9 @@
 environment of its own, tests its pipelines with the `pipeline_driver` fixture and the plan
 snapshots docs/testing.md shows (taken elsewhere: they hold because they are portable).
 
+The project is the one on the page, and the commands are the page's (so this also runs the
+page's project blocks; tests/testing/test_testing_docs.py checks the rest of the page).
+
 The environment is a fresh venv holding the wheel alone; dataflow's dependencies and the
 test tools come from this test's environment through a path file, so nothing is downloaded
 but the build backend the wheel build needs (once: pip caches it).
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.testing.doc_project import REPO, write_project
+from tests.testing.doc_project import REPO, commands, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +58,15 @@ def test_a_project_of_ones_own_tests_its_pipelines_with_dataflow_installed_from_
         "\n".join(p for p in sys.path if p.endswith(("site-packages", "dist-packages"))) + "\n")
 
     project = tmp_path / "shop"
-    write_project(project)
+    snapshots = {name: text for name, text in write_project(project).items() if name.endswith(".ambr")}
     where = run([python, "-c", "import dataflow, dataflow.pytest_plugin; print(dataflow.__file__)"], project, env)
     assert Path(where.strip()).is_relative_to(site)
-    output = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, env)
-    assert "10 passed" in output and "2 snapshots passed" in output
+    # The page's commands, in order: `pytest --snapshot-update`, then `pytest`.
+    for command in commands(str(python)):
+        # Hypothesis comes with this test's environment, not with the user's: its plugin alone
+        # would take seconds to import.
+        output = run([*command, "-p", "no:hypothesispytest"], project, env)
+        assert "10 passed" in output
+        # Taken in another directory, the page's snapshots are what this one writes: they are portable.
+        assert {name: (project / name).read_text() for name in snapshots} == snapshots
+    assert output.endswith("2 snapshots passed.\n" + output.splitlines()[-1] + "\n")
