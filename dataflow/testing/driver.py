@@ -32,6 +32,7 @@ Time:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import time
@@ -119,7 +120,8 @@ class PipelineDriver:
         try:
             self._call(self._start())
         except BaseException:
-            self.close()
+            with contextlib.suppress(Exception):  # the error that stopped the start is the one to see
+                self.close()
             raise
 
     # ------------------------------------------------------------------ input

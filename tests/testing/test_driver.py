@@ -230,3 +230,11 @@ async def test_the_driver_refuses_to_run_inside_an_event_loop(orders_flow):
         PipelineDriver(orders_flow)
     assert str(error.value) == ("the pipeline driver is synchronous and runs its own event loop; hint: use it from a "
                                 "plain `def test_...`, not an `async def` one")
+
+
+def test_a_pipeline_that_calls_python_agents_runs_them_in_the_driver(pipeline_driver, repo_root, examples_importable,
+                                                                     capsys):
+    driver = pipeline_driver("examples/quotes.flow")
+    driver.pipe("orders", {"order_id": "o1", "item": "apple", "quantity": 30}, key="o1", timestamp=1_000)
+    assert driver.read("quotes") == [OutputRecord("o1", {"order_id": "o1", "item": "apple", "total": 15.0}, 1_000)]
+    assert capsys.readouterr().out == "audit: order o1 costs 15.0\n"  # `to agent "storefront.pricing:audit"`
