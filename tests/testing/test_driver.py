@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dataflow import Flow, agg, col, tumbling
+from dataflow import Flow, Record, agg, tumbling
 from dataflow.runtime.query import UnknownTable
 from dataflow.testing import DeadLetter, DriverError, InputRecord, OutputRecord, PipelineDriver
 
@@ -238,3 +238,23 @@ def test_a_pipeline_that_calls_python_agents_runs_them_in_the_driver(pipeline_dr
     driver.pipe("orders", {"order_id": "o1", "item": "apple", "quantity": 30}, key="o1", timestamp=1_000)
     assert driver.read("quotes") == [OutputRecord("o1", {"order_id": "o1", "item": "apple", "total": 15.0}, 1_000)]
     assert capsys.readouterr().out == "audit: order o1 costs 15.0\n"  # `to agent "storefront.pricing:audit"`
+
+
+def test_the_end_of_the_input_emits_rows_of_a_left_join_still_waiting_for_a_partner(pipeline_driver):
+    class Click(Record):
+        ad: str
+
+    class Buy(Record):
+        item: str
+
+    flow = Flow("ads", partitions=1)
+    clicks = flow.source("clicks", key=str, value=Click)
+    buys = flow.source("buys", key=str, value=Buy)
+    clicks.join(buys, how="left", within="5s", name="converted").to("conversions")
+    driver = pipeline_driver(flow)
+    driver.pipe("clicks", {"ad": "a1"}, key="u1", timestamp=1_000)
+    driver.pipe("clicks", {"ad": "a2"}, key="u2", timestamp=2_000)
+    driver.pipe("buys", {"item": "hat"}, key="u2", timestamp=3_000)
+    assert driver.read("conversions") == [OutputRecord("u2", {"ad": "a2", "item": "hat"}, 3_000)]
+    driver.end_input()
+    assert driver.read("conversions") == [OutputRecord("u1", {"ad": "a1", "item": None}, 1_000)]
