@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import runpy
 import sys
 from dataclasses import dataclass
@@ -69,18 +70,41 @@ NOT_WITHOUT_IMPORTS = ("a Python pipeline runs when it is loaded; only a .flow f
                        "without importing code")
 
 
-def load_pipeline(ref: str, overrides: dict[str, Any] | None = None, imports: ImportPolicy = TRUSTED) -> Flow:
-    """The Flow named by `ref`, with settings overridden.
+def load_pipeline(ref: str | os.PathLike[str], overrides: dict[str, Any] | None = None,
+                  imports: ImportPolicy = TRUSTED) -> Flow:
+    """The pipeline that ``ref`` names, as a :class:`~dataflow.Flow`, with the settings in
+    ``overrides`` changed (as ``dataflow run --set name=value`` changes them).
+
+    ``ref`` is what every ``dataflow`` command takes:
+
+    * a ``.flow`` file (its locations name the path as given);
+    * a Python file: its ``Flow`` called ``flow``, or its only one (the file is run, with
+      its own directory first on ``sys.path``);
+    * ``package.module:attribute``, imported from the working directory first.
 
     Loading a `.flow` file checks it, which imports the Python code it names as ``imports``
-    permits. A Python pipeline (a `.py` file, `module:attribute`) is Python: it runs when it
-    is loaded, so it is refused when ``imports`` allows no import.
+    permits. A Python pipeline is Python: it runs when it is loaded, so it is refused when
+    ``imports`` allows no import.
 
+    Raises :class:`PipelineNotFound` when ``ref`` names no pipeline, and the language's
+    ``FlowError`` (every diagnostic, located) for a ``.flow`` file with mistakes. Compile
+    the Flow with ``dataflow.planner.plan(flow.topology())``.
+
+    >>> flow = load_pipeline("examples/wordcount.flow", {"partitions": 2})
+    >>> flow.name, flow.settings.partitions
+    ('wordcount', 2)
+    >>> load_pipeline("examples.wordcount:flow").name
+    'wordcount'
+    >>> load_pipeline("examples/nothing.flow")
+    Traceback (most recent call last):
+    ...
+    dataflow.loader.PipelineNotFound: examples/nothing.flow: no such file
     >>> load_pipeline("examples/wordcount.py", imports=ImportPolicy(imports=False))
     Traceback (most recent call last):
     ...
     dataflow.loader.PipelineNotFound: examples/wordcount.py: a Python pipeline runs when it is loaded; only a .flow file can be checked or planned without importing code
     """
+    ref = os.fspath(ref)
     path = Path(ref)
     if ref.endswith(".flow"):
         if not path.exists():

@@ -5,9 +5,11 @@ sorted, `none` for empty lists, no memory addresses.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from ..ir import nodes as n
@@ -91,6 +93,48 @@ def _agg_text(a: n.Aggregation) -> str:
     return f"{a.function}({render_expr(a.arg) if a.arg is not None else ''})"
 
 
+#: What marks the top of a project: a plan names its files relative to the nearest
+#: directory above them holding one of these.
+PROJECT_MARKERS = ("pyproject.toml", ".git")
+
+
+def location_text(loc: Any) -> str:
+    """A node's location as plans print it: ``file:line[:column]`` with the file relative to
+    its project's root, so that a plan printed (or snapshotted) on one machine reads the same
+    on another, whatever the directory the project was checked out in or run from.
+
+    The root is the nearest directory above the file that holds ``pyproject.toml`` or
+    ``.git``; without one, the working directory. A file outside the root, and a name that
+    is not a file (``<stdin>``), print as given.
+
+    >>> from dataflow.ir.location import SourceLocation
+    >>> location_text(SourceLocation("examples/fraud.flow", 3, 7))  # run from the repository
+    'examples/fraud.flow:3:7'
+    >>> location_text(SourceLocation("<stdin>", 1, 1))
+    '<stdin>:1:1'
+    """
+    return str(dataclasses.replace(loc, file=_project_relative(loc.file)))
+
+
+def _project_relative(file: str) -> str:
+    if not file or file.startswith("<"):
+        return file
+    path = Path(file)
+    absolute = (path if path.is_absolute() else Path.cwd() / path).resolve()
+    root = _project_root(absolute.parent) or Path.cwd().resolve()
+    try:
+        return absolute.relative_to(root).as_posix()
+    except ValueError:
+        return file
+
+
+def _project_root(directory: Path) -> Path | None:
+    for candidate in (directory, *directory.parents):
+        if any((candidate / marker).exists() for marker in PROJECT_MARKERS):
+            return candidate
+    return None
+
+
 def describe(plan: ExecutionPlan, locations: bool = True) -> dict[str, Any]:
     """The one rendered model of a plan."""
     topo = plan.topology
@@ -109,7 +153,7 @@ def describe(plan: ExecutionPlan, locations: bool = True) -> dict[str, Any]:
             schema = plan.schemas[name]
             entry["schema"] = {"key": type_json(schema.key), "value": type_json(schema.value), "shape": schema.shape}
             if locations:
-                entry["location"] = str(node.loc)
+                entry["location"] = location_text(node.loc)
             nodes.append(entry)
         agents.append({
             "index": agent.index, "name": agent.name, "partitions": agent.partitions,
