@@ -9,7 +9,7 @@ New pages under docs/ are picked up by the glob. A fence's info string says what
   prints the lines under it. Both run in a scratch directory that holds ``examples/`` and, for
   a block whose first line is ``# NAME.py`` or ``# NAME.flow``, that block as the file NAME;
   ``dataflow`` and ``.venv/bin/dataflow`` there are this checkout's CLI;
-* ``text``, ``json``, ``jsonl`` -- shown, not run.
+* ``text``, ``json``, ``jsonl``, ``toml``, ``ini``, ``yaml``, ``diff`` -- shown, not run.
 
 A second word ``fragment`` (```` ```python fragment ````) marks a block that is not meant to run
 as written: part of a larger program, a template, or one that needs a Kafka broker. The
@@ -35,7 +35,7 @@ from typer.testing import CliRunner
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
-LANGUAGES = {"python", "flow", "sh", "console", "text", "json", "jsonl"}
+LANGUAGES = {"python", "flow", "sh", "console", "text", "json", "jsonl", "toml", "ini", "yaml", "diff"}
 MARKS = {"fragment", "preamble"}
 NAMED_FILE = re.compile(r"\A# ([\w.-]+\.(?:py|flow))\n")
 
