@@ -156,9 +156,10 @@ def find_pythons() -> dict[str, Path]:
     return found
 
 
-def smoke() -> int:
+def smoke(extras: str = "") -> int:
     """A wheel built from the clone installs into a fresh venv and runs the demo, on every other
-    supported Python found, and prints what the demo prints on this one."""
+    supported Python found, and prints what the demo prints on this one (in .venv, as set up
+    with `extras`)."""
     pythons = find_pythons()
     required = os.environ.get("DATAFLOW_SMOKE_PYTHONS", "").split()
     missing = [v for v in required if v not in pythons]
@@ -169,10 +170,15 @@ def smoke() -> int:
     if not pythons:
         print("smoke: no other Python 3.11+ found; nothing to do")
         return 0
-    ensure_venv("")
+    ensure_venv(extras)
     with tempfile.TemporaryDirectory(prefix="dataflow-smoke-") as tmp:
         work = Path(tmp)
-        run(PY, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", work / "dist", ".", env=build_env())
+        # From a clean copy of the clone: setuptools reuses build/ and *.egg-info, which would
+        # hide a file missing from the package (uncommitted edits are kept).
+        source = work / "source"
+        shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", ".dataflow", "__pycache__", ".pytest_cache", ".hypothesis"))
+        run(PY, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", work / "dist", source, env=build_env())
         wheel = next((work / "dist").glob("*.whl"))
         code, expected = demo(BIN, work, Path("data-reference"), ["--quiet"], capture=True)
         if code:
@@ -220,7 +226,7 @@ def main(argv: list[str]) -> int:
         code = run(PY, "-m", "pytest", *argv[1:], check=False)
         if argv[1:]:  # a chosen part of the suite: pytest only
             return code
-        smoked = smoke()  # also after a failing suite: whether the wheel works is news either way
+        smoked = smoke("test")  # also after a failing suite: whether the wheel works is news either way
         return code or smoked
     if command == "smoke":
         return smoke()
