@@ -441,7 +441,7 @@ class Watermarks:
                                   if any(RECORD_TIME in self._clocks[w] for w in self._writes
                                          if t in self._writes[w] and w not in retimed) or t in followed)
         self._followers: dict[Clocked, list[_Follower]] = {}
-        self._placed: dict[tuple[str, bytes | None], int] = {}
+        self._placed: dict[str, dict[bytes | None, int]] = {}  # topic -> key -> partition
         self.idle: set[TP] = set()  # source partitions read to their end and quiet
         self._last_read: dict[TP, float] = {}
         self._next_idle_check = 0.0
@@ -752,15 +752,17 @@ class Watermarks:
         if not self._moved:
             return records
         count = self.counts[topic]
-        placed = self._placed
-        last: dict[int, int] = {}
-        for i, record in enumerate(records):
+        placed = self._placed.get(topic)
+        if placed is None:
+            placed = self._placed[topic] = {}
+        for record in records:
             if record.partition is None:
-                where = placed.get((topic, record.key))
+                key = record.key
+                where = placed.get(key)
                 if where is None:
-                    where = placed[(topic, record.key)] = partition_for(record.key, count)
+                    where = placed[key] = partition_for(key, count)
                 record.partition = where
-            last[record.partition] = i
+        last = {record.partition: i for i, record in enumerate(records)}  # the last record to each
         for partition, i in last.items():
             news = self._news(topic, partition)
             if news:
