@@ -12,7 +12,13 @@ An input whose queue is empty holds the others back, boundedly (Kafka Streams'
 
 * it has unread records (the log's end is past the consumer's position): wait for the fetch;
 * it is caught up: with `max_task_idle` 0, go on without it; with a positive value, wait
-  that long for new records (counted from when it was first found empty and caught up).
+  that long for new records (counted from when it was first found empty and caught up);
+* it is an internal topic (a repartition or through topic, written by another
+  sub-topology) whose watermark is known (`runtime.watermarks`): being caught up says
+  nothing there, since its records exist only once the upstream task has written them.
+  Instead no record before its watermark is still to come, so the others are taken up
+  to it and wait beyond it, whatever `max_task_idle`, until the upstream reports that it
+  went further, went idle, or ended.
 
 A *bootstrap* table is read to the end it had when its task first ran before any other
 input of the task gives a record.
@@ -24,20 +30,26 @@ partition), and tells the worker which partitions to pause while their queues ar
 >>> choose([Head(5), Head(3, table=True), Head(None, caught_up=True)], now=0.0, max_idle=0.0)
 Take(index=1, until=(5, 1, 0))
 >>> choose([Head(5), Head(None, caught_up=False)], now=0.0, max_idle=0.0)
-Wait(until=None)
+Wait(until=None, watermark=False)
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from ..transport.base import TP, Consumer, Message, TransportError
 
-__all__ = ["Aligner", "Head", "Take", "Wait", "bootstrap_topics", "choose", "take_slice"]
+__all__ = ["HEARTBEAT_TIME", "Aligner", "Head", "Take", "Wait", "bootstrap_topics", "choose", "take_slice"]
 
 Rec = tuple  # (key, value, timestamp, meta), as in runtime.engine
+_TIME = itemgetter(2)
+#: The queue time of a watermark heartbeat: before every record, so it is taken as soon as
+#: the records before it in its partition are.
+HEARTBEAT_TIME = -(2 ** 63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +60,11 @@ class Head:
     `caught_up`: nothing unread in the log beyond what was fetched (only asked when empty).
     `bootstrapping`: a bootstrap table not yet read to its end.
     `idle_since`: when it was first found empty and caught up (for `max_task_idle`).
+    `complete_until`: for an internal topic, the event time before which none of its
+    records not fetched yet is still to come (its watermark; ``-inf`` while unknown,
+    ``inf`` once ended); None: judged by the log's end. Nothing at or past it is taken
+    from any input of the task, this one included (a slower upstream partition may yet
+    send something earlier).
     """
 
     time: int | None
@@ -55,6 +72,7 @@ class Head:
     caught_up: bool = True
     bootstrapping: bool = False
     idle_since: float | None = None
+    complete_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +86,13 @@ class Take:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
-    """Nothing may be taken now: wait for a fetch, or until `until` (monotonic seconds)."""
+    """Nothing may be taken now: wait for a fetch, or until `until` (monotonic seconds).
+
+    `watermark`: what is awaited is an internal topic's watermark (its upstream's progress).
+    """
 
     until: float | None
+    watermark: bool = False
 
 
 def bootstrap_topics(plan: Any, agent: Any) -> set[str]:
@@ -90,11 +112,17 @@ def choose(heads: Sequence[Head], now: float, max_idle: float) -> Take | Wait | 
     >>> choose([Head(7), Head(7, table=True)], now=0.0, max_idle=0.0)  # a table first on a tie
     Take(index=1, until=(7, 1, 0))
     >>> choose([Head(1), Head(None, idle_since=10.0)], now=10.5, max_idle=1.0)  # idle wait
-    Wait(until=11.0)
+    Wait(until=11.0, watermark=False)
     >>> choose([Head(1), Head(None, idle_since=10.0)], now=11.0, max_idle=1.0)
     Take(index=0, until=None)
     >>> choose([Head(1), Head(9, table=True, bootstrapping=True)], now=0.0, max_idle=0.0)
     Take(index=1, until=None)
+    >>> choose([Head(5, table=True), Head(None, complete_until=8)], now=0.0, max_idle=0.0)  # up to a watermark
+    Take(index=0, until=(8, 1, 1))
+    >>> choose([Head(9, table=True), Head(None, complete_until=8)], now=0.0, max_idle=0.0)
+    Wait(until=None, watermark=True)
+    >>> choose([Head(9, table=True), Head(4, complete_until=6)], now=0.0, max_idle=0.0)  # a queue's own bound
+    Take(index=1, until=(6, 1, 1))
     """
     if any(h.bootstrapping for h in heads):
         for index, head in enumerate(heads):
@@ -102,11 +130,16 @@ def choose(heads: Sequence[Head], now: float, max_idle: float) -> Take | Wait | 
                 return Take(index, None)
         return Wait(None)  # its end is known to lie ahead: wait for the fetch
     deadline: float | None = None
-    for head in heads:
+    bounds = []  # internal inputs: the lowest rank a record of theirs not fetched yet may have
+    for index, head in enumerate(heads):
+        if head.complete_until is not None and head.complete_until != math.inf:
+            bounds.append((head.complete_until, 0 if head.table else 1, index))
         if head.time is not None:
             continue
         if not head.caught_up:
             return Wait(None)
+        if head.complete_until is not None:
+            continue
         if max_idle > 0:
             ends = (head.idle_since if head.idle_since is not None else now) + max_idle
             if now < ends:
@@ -116,7 +149,13 @@ def choose(heads: Sequence[Head], now: float, max_idle: float) -> Take | Wait | 
         return None
     if deadline is not None:
         return Wait(deadline)
-    return Take(ranked[0][2], ranked[1] if len(ranked) > 1 else None)
+    bound = min(bounds) if bounds else None
+    if bound is not None and bound <= ranked[0]:
+        return Wait(None, watermark=True)
+    until = ranked[1] if len(ranked) > 1 else None
+    if bound is not None and (until is None or bound < until):
+        until = (int(bound[0]), bound[1], bound[2])
+    return Take(ranked[0][2], until)
 
 
 def take_slice(queue: deque[Rec], rank: int, index: int, until: tuple[int, int, int] | None) -> list[Rec]:
@@ -150,6 +189,9 @@ class _Input:
     table: bool
     bootstrap: bool
     order: tuple[str, int] = ("", 0)  # the fixed tie-break: topic name, then the route's place
+    #: an internal topic whose watermarks are applied as fetched: its queue is kept in time
+    #: order (its partitions interleave upstream partitions) and bounded by its watermark
+    by_time: bool = False
     queue: deque[Rec] = field(default_factory=deque)
     end: int | None = None  # the log end, as last read (when no cheap high watermark is known)
     stale: bool = True  # the end must be read again before the input counts as caught up
@@ -161,6 +203,7 @@ class _Input:
 @dataclass(eq=False)
 class _Task:
     inputs: list[_Input] = field(default_factory=list)  # in the fixed tie-break order
+    held: bool = False  # the last `run` stopped on an internal topic's watermark
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +212,7 @@ class _Spec:
     order: tuple[str, int]  # tie-break: topic name, then the route's place
     table: bool
     bootstrap: bool
+    by_time: bool
 
 
 class Aligner:
@@ -182,9 +226,14 @@ class Aligner:
     outputs are produced, so a commit never covers a buffered record.
     """
 
-    def __init__(self, max_idle: float, buffer_limit: int) -> None:
+    def __init__(self, max_idle: float, buffer_limit: int,
+                 complete_until: Callable[[TP], float | None] | None = None) -> None:
         self.max_idle = max_idle
         self.buffer_limit = max(1, buffer_limit)
+        #: how far an internal topic's partition is complete (`Watermarks.complete_until`)
+        self.complete_until = complete_until or (lambda tp: None)
+        #: after `run`: every task still holding records waits for an internal topic's watermark
+        self.held_by_watermarks = False
         self._specs: dict[str, list[tuple[Any, _Spec]]] = {}  # topic -> (route, spec)
         self._tasks: dict[tuple[Any, int], _Task] = {}
         self._by_tp: dict[TP, list[_Input]] = {}
@@ -194,8 +243,9 @@ class Aligner:
         self.buffered = 0
 
     # ------------------------------------------------------------------ set-up
-    def register(self, route: Any, task: Any, topic: str, order: int, table: bool, bootstrap: bool) -> None:
-        self._specs.setdefault(topic, []).append((route, _Spec(task, (topic, order), table, bootstrap)))
+    def register(self, route: Any, task: Any, topic: str, order: int, table: bool, bootstrap: bool,
+                 by_time: bool = False) -> None:
+        self._specs.setdefault(topic, []).append((route, _Spec(task, (topic, order), table, bootstrap, by_time)))
 
     def reads(self, topic: str) -> bool:
         return topic in self._specs
@@ -209,7 +259,8 @@ class Aligner:
                 if any(i.route is route for i in self._by_tp.get(tp, ())):
                     continue  # assignment callbacks may repeat partitions (eager rebalances)
                 task = self._tasks.setdefault((spec.task, tp.partition), _Task())
-                item = _Input(tp, route, spec.table, spec.bootstrap, spec.order, bootstrapping=spec.bootstrap)
+                item = _Input(tp, route, spec.table, spec.bootstrap, spec.order, spec.by_time,
+                              bootstrapping=spec.bootstrap)
                 task.inputs.append(item)
                 task.inputs.sort(key=lambda i: i.order)
                 self._by_tp.setdefault(tp, []).append(item)
@@ -250,7 +301,10 @@ class Aligner:
         for item in items:
             records = decoded(item.route)
             if records:
-                item.queue.extend(records)
+                if item.by_time:  # a merge of sorted runs: timsort's best case
+                    item.queue = deque(sorted((*item.queue, *records), key=_TIME))
+                else:
+                    item.queue.extend(records)
                 item.idle_since = None
                 self.buffered += len(records)
 
@@ -279,7 +333,8 @@ class Aligner:
 
     def _head(self, item: _Input, consumer: Consumer, now: float) -> Head:
         if item.queue:
-            return Head(item.queue[0][2], item.table, True, item.bootstrapping)
+            bound = self.complete_until(item.tp) if item.by_time else None
+            return Head(item.queue[0][2], item.table, True, item.bootstrapping, None, bound)
         try:
             position = consumer.position(item.tp)
         except TransportError:  # no position yet (just assigned): records may be there
@@ -294,6 +349,10 @@ class Aligner:
             end = item.end if not item.stale else None
         caught_up = end is not None and position >= end
         if caught_up:
+            bound = self.complete_until(item.tp)
+            if bound is not None:
+                item.idle_since = None
+                return Head(None, item.table, True, False, None, bound)
             if item.idle_since is None:
                 item.idle_since = now
         else:
@@ -304,12 +363,16 @@ class Aligner:
     def run(self, consumer: Consumer, now: float, process: Callable[[Any, list[Rec]], None]) -> int:
         """Hand every slice that may be taken now to `process`; returns how many records."""
         taken = 0
+        held = True
         for task in list(self._tasks.values()):
             inputs = task.inputs
             while inputs:
                 heads = [self._head(i, consumer, now) for i in inputs]
                 choice = choose(heads, now, self.max_idle)
                 if not isinstance(choice, Take):
+                    task.held = isinstance(choice, Wait) and choice.watermark
+                    if choice is not None and not task.held:
+                        held = False
                     break
                 item = inputs[choice.index]
                 records = take_slice(item.queue, 0 if item.table else 1, choice.index, choice.until)
@@ -318,6 +381,7 @@ class Aligner:
                 self.buffered -= len(records)
                 taken += len(records)
                 process(item.route, records)
+        self.held_by_watermarks = held
         return taken
 
     def _position(self, tp: TP) -> int | None:
@@ -327,7 +391,9 @@ class Aligner:
             return None
         first = fetched
         for item in self._by_tp.get(tp, ()):
-            if item.queue:
+            if item.by_time and item.queue:  # in time order, not offset order
+                first = min(first, min(rec[3].offset for rec in item.queue))
+            elif item.queue:
                 first = min(first, item.queue[0][3].offset)
         return first
 
@@ -342,10 +408,17 @@ class Aligner:
         return out
 
     def flow_control(self) -> tuple[list[TP], list[TP]]:
-        """Partitions to pause (every queue of it is full) and to resume (one has room again)."""
+        """Partitions to pause (every queue of it is full) and to resume (one has room again).
+
+        No input of a task that waits for an internal topic's watermark is paused: what moves
+        the watermark may lie further on in that topic's partition, behind records of faster
+        upstream partitions, or come only once the worker has read everything and the run
+        ends (a bounded run), so the queues grow past the limit meanwhile.
+        """
         pause, resume = [], []
+        held = {id(i) for task in self._tasks.values() if task.held for i in task.inputs}
         for tp, items in self._by_tp.items():
-            full = bool(items) and all(len(i.queue) >= self.buffer_limit for i in items)
+            full = bool(items) and all(len(i.queue) >= self.buffer_limit and id(i) not in held for i in items)
             if full and tp not in self._paused:
                 self._paused.add(tp)
                 pause.append(tp)

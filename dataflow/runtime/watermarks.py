@@ -50,6 +50,7 @@ is the worker's bookkeeping around it.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -288,6 +289,11 @@ class WatermarkPlan:
                 side = next((s for s in ("left", "right") if store.name == join_store(store.node, s)), None)
                 feeding[store.name] = _feeding(plan, plan.agent_of(store.node), store.node, side)
         needed = {t for topics, _ in feeding.values() for t in topics if t in writers}
+        # A task that reads an internal topic beside other inputs takes them in event-time
+        # order (runtime.alignment): it needs to know how far that topic is complete.
+        aligned = {t for agent in plan.agents if len({t for _, t in agent.entries}) > 1
+                   for _, t in agent.entries if t in writers}
+        needed |= aligned
         follows: dict[str, tuple[tuple[str, ...], str]] = {}
         for name, (topics, nodes) in sorted(feeding.items()):
             streams = tuple(sorted(t for t in topics if roles.get(t) != "table-source"))
@@ -297,7 +303,7 @@ class WatermarkPlan:
             if clock != RECORD_TIME and not all(t in needed for t in streams):
                 continue  # a field's time is only tracked through internal topics
             follows[name] = (streams, clock)
-        clocks: dict[str, set[str]] = {t: set() for t in needed}
+        clocks: dict[str, set[str]] = {t: {RECORD_TIME} if t in aligned else set() for t in needed}
         for streams, clock in follows.values():
             for t in streams:
                 if t in clocks:
@@ -426,11 +432,16 @@ class Watermarks:
         # Sources whose record times are watermarks: origins, and sources read beside one.
         followed = {t for topics, clock in self.plan.follows.values() if clock == RECORD_TIME for t in topics}
         retimed = self.plan.retimed
+        #: internal topics no store follows and no writer here reports on: their watermarks
+        #: only bound time alignment, so they are applied as soon as they are fetched
+        self.applied_on_fetch = frozenset(
+            t for t in self.reading
+            if t not in self._origin_topics and not any(t in topics for topics, _ in self.plan.follows.values()))
         self.observed = frozenset(t for t in (self._origin_topics | followed) - self.reading
                                   if any(RECORD_TIME in self._clocks[w] for w in self._writes
                                          if t in self._writes[w] and w not in retimed) or t in followed)
         self._followers: dict[Clocked, list[_Follower]] = {}
-        self._placed: dict[tuple[str, bytes | None], int] = {}
+        self._placed: dict[str, dict[bytes | None, int]] = {}  # topic -> key -> partition
         self.idle: set[TP] = set()  # source partitions read to their end and quiet
         self._last_read: dict[TP, float] = {}
         self._next_idle_check = 0.0
@@ -523,6 +534,28 @@ class Watermarks:
             progress = self.progress.get((tp, clock))
             return None if progress is None else progress.watermark
         return self.marks.get((tp, clock))
+
+    def complete_until(self, tp: TP) -> float | None:
+        """For time alignment: up to which event time a partition of an internal topic read
+        here is complete, judged by its origins' record-time watermarks (no record of an
+        origin that is neither ended nor idle is still to come before it).
+
+        ``-inf``: not every such origin has reported yet; ``inf``: every origin ended;
+        None: not tracked, or every origin that has not ended is idle (nothing is coming:
+        judge it by the log's end, as a source).
+        """
+        if tp.topic not in self.reading or RECORD_TIME not in self._clocks.get(tp.topic, ()):
+            return None
+        progress = self.progress.get((tp, RECORD_TIME))
+        if progress is None:
+            return -math.inf
+        active = progress.expected - progress.ended - progress.idle
+        if not active:
+            return math.inf if progress.finished else None
+        marks = progress.marks
+        if any(o not in marks for o in active):
+            return -math.inf
+        return min(marks[o] for o in active)
 
     def finished(self, tp: TP) -> bool:
         """Whether every origin of a partition read here has reported the end of its input."""
@@ -719,15 +752,17 @@ class Watermarks:
         if not self._moved:
             return records
         count = self.counts[topic]
-        placed = self._placed
-        last: dict[int, int] = {}
-        for i, record in enumerate(records):
+        placed = self._placed.get(topic)
+        if placed is None:
+            placed = self._placed[topic] = {}
+        for record in records:
             if record.partition is None:
-                where = placed.get((topic, record.key))
+                key = record.key
+                where = placed.get(key)
                 if where is None:
-                    where = placed[(topic, record.key)] = partition_for(record.key, count)
+                    where = placed[key] = partition_for(key, count)
                 record.partition = where
-            last[record.partition] = i
+        last = {record.partition: i for i, record in enumerate(records)}  # the last record to each
         for partition, i in last.items():
             news = self._news(topic, partition)
             if news:

@@ -56,7 +56,7 @@ from ..planner.naming import dead_letter_topic
 from ..planner.plan import ExecutionPlan
 from ..transport.base import TP, Consumer, Message, Producer, ProducerRecord, Transport
 from ..transport.kafka_topics import declarations_for, declare_topics
-from .alignment import Aligner, bootstrap_topics
+from .alignment import HEARTBEAT_TIME, Aligner, bootstrap_topics
 from .codecs import CodecError, get_codec
 from .engine import CompiledAgent, Output, Rec, Step, compile_agent
 from .event_time import EventTimeGuard, field_time
@@ -241,11 +241,13 @@ class Worker:
             if len(agent.entries) < 2:
                 continue
             if self.aligner is None:
-                self.aligner = Aligner(self.plan.settings.max_task_idle, 4 * self.options.batch_size)
+                self.aligner = Aligner(self.plan.settings.max_task_idle, 4 * self.options.batch_size,
+                                       self.watermarks.complete_until)
             bootstrap = bootstrap_topics(self.plan, self.plan.agents[index])
             for topic in sorted(agent.entries):
                 for order, route in enumerate(r for r in self.routes[topic] if r.steps is agent.entries[topic]):
-                    self.aligner.register(route, index, topic, order, route.tombstones, topic in bootstrap)
+                    self.aligner.register(route, index, topic, order, route.tombstones, topic in bootstrap,
+                                          topic in self.watermarks.applied_on_fetch)
         aligned = self.aligner
         self._direct = {topic: [r for r in routes if aligned is None or not aligned.owns(r)]
                         for topic, routes in self.routes.items()}
@@ -444,7 +446,7 @@ class Worker:
                 m = rec[3]
                 if m.headers and reply_address(m.headers) is not None:
                     self._asks[id(m)] = m
-        if route.topic not in self.watermarks.reading:
+        if route.topic not in self.watermarks.reading or route.topic in self.watermarks.applied_on_fetch:
             self._push_decoded(route, batch)
             return
         by_message = {id(rec[3]): rec for rec in batch}
@@ -460,9 +462,13 @@ class Worker:
 
     def _decode_queued(self, route: _Route, messages: list[Message]) -> list[Rec]:
         """A fetched batch of an aligned input, decoded for its queue. Heartbeats stay in the
-        queue in their place (they carry the watermarks `_process_slice` applies there)."""
+        queue in their place (they carry the watermarks `_process_slice` applies there), with
+        a time before any record's, so that one at the head is taken at once: what it says
+        of the upstream's progress may be what the other inputs wait for."""
         if route.topic not in self.watermarks.reading:
             return self._decode(route, messages)
+        if route.topic in self.watermarks.applied_on_fetch:  # applied in `_process`
+            return self._decode(route, [m for m in messages if not (m.headers and is_heartbeat(m))])
         out: list[Rec] = []
         run: list[Message] = []
         for m in messages:
@@ -470,7 +476,7 @@ class Worker:
                 if run:
                     out.extend(self._decode(route, run))
                     run = []
-                out.append((None, None, m.timestamp, m))
+                out.append((None, None, HEARTBEAT_TIME, m))
             else:
                 run.append(m)
         if run:
@@ -494,8 +500,12 @@ class Worker:
         its partitions over. Peers are checked first, so records they produced before their
         commit are inside the ends read for this worker's own partitions after it.
         """
-        if self.tracker.in_flight or self._unwritten or not await self.agent_apps.idle() or \
-                (self.aligner is not None and self.aligner.buffered):
+        if self.tracker.in_flight or self._unwritten or not await self.agent_apps.idle():
+            return False
+        if self.aligner is not None and self.aligner.buffered and \
+                not (self.finisher is not None and self.aligner.held_by_watermarks):
+            # (At the end of a bounded input, records held for an upstream's watermark wait
+            # for the upstream to finish, which happens once the worker is otherwise idle.)
             return False
         assigned = self.consumer.assignment()
         everything = await self._partitions_read()
@@ -535,6 +545,8 @@ class Worker:
         self.monitor.read[f"{tp.topic}[{tp.partition}]"] = messages[-1].offset + 1
         self._since_commit += len(messages)
         if self.aligner is not None and self.aligner.reads(tp.topic):
+            if tp.topic in self.watermarks.applied_on_fetch:
+                self._read_marks(tp, messages)
             # Queued for its tasks, decoded now (the event time may be a value field); its
             # offsets are acked as the queues drain (`_take_aligned`), not with this batch.
             self.aligner.push(tp, messages, functools.partial(self._decode_queued, messages=messages))
@@ -551,6 +563,14 @@ class Worker:
             self._in_pieces(tp, messages, lambda piece: self._push(tp, routes, piece))
         else:
             self._push(tp, routes, messages)
+
+    def _read_marks(self, tp: TP, messages: list[Message]) -> None:
+        """Apply the watermarks a fetched batch carries (a topic whose marks only bound alignment)."""
+        for _piece, marks, beat, _behind in split(messages):
+            self.watermarks.read(tp, marks)
+            if beat:
+                self.monitor.on_received(tp.topic, -1)
+                self.monitor.heartbeats_received += 1
 
     def _in_pieces(self, tp: TP, messages: list[Message], push: Callable[[list[Message]], None]) -> None:
         """Push messages of an internal topic that carries watermarks, cut where they are:

@@ -129,3 +129,51 @@ def test_the_time_aligned_inputs_example_in_state_md(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert [orjson.loads(line)["value"] for line in result.stdout.splitlines()] == [
         {"order_id": "o1", "name": "Ada", "amount": 5.0}]
+
+
+REKEYED = """
+pipeline shop { partitions 2, batch_size 40 }
+
+record Customer { name: str, since: int }
+record Order { order_id: str, customer_id: str, amount: float, ts: int }
+
+topic customers: Customer key str event_time since
+topic orders: Order key str event_time ts
+topic enriched
+
+table customers = topic customers
+orders | join customers on customer_id | map { order_id, customer_id, name, amount } | to topic enriched
+"""
+
+
+@pytest.mark.parametrize("customers_first", [True, False], ids=["customers-first", "orders-first"])
+def test_a_rekeyed_stream_joins_the_table_as_it_was_at_each_record_time(tmp_path, monkeypatch, customers_first):
+    """The orders are keyed by order id, so `on customer_id` re-keys them through a
+    repartition topic: the join task reads that topic and the customers topic, and waits
+    for the repartition topic's watermark before taking a customer from the future."""
+    monkeypatch.chdir(tmp_path)
+    Path("shop.flow").write_text(REKEYED)
+    rng = random.Random(7)
+    customers = [{"key": f"c{i}", "value": {"name": f"name-{i}", "since": BASE + i * 1000}} for i in range(200)]
+    orders = []
+    for j in range(1000):
+        c = rng.randrange(200)
+        orders.append({"key": f"o{j}", "value": {"order_id": f"o{j}", "customer_id": f"c{c}", "amount": float(j),
+                                                  "ts": BASE + c * 1000 + rng.randrange(-100_000, 100_000)}})
+    orders.sort(key=lambda o: o["value"]["ts"])
+    given = [f"customers={write(tmp_path / 'customers.jsonl', customers)}",
+             f"orders={write(tmp_path / 'orders.jsonl', orders)}"]
+    args = ["run", "shop.flow", "--until-idle", "--quiet", "--keyed", "--output", "enriched=-"]
+    for each in (given if customers_first else given[::-1]):
+        args += ["--input", each]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+    since = {c["key"]: c["value"]["since"] for c in customers}
+    expected = sorted((o["value"]["order_id"], o["value"]["customer_id"], f"name-{o['value']['customer_id'][1:]}",
+                       o["value"]["amount"]) for o in orders
+                      if since[o["value"]["customer_id"]] <= o["value"]["ts"])
+    joined = sorted((v["order_id"], v["customer_id"], v["name"], v["amount"])
+                    for v in (orjson.loads(line)["value"] for line in result.stdout.splitlines()))
+    assert 300 < len(expected) < 700  # orders before their customer's sign-up are not joined
+    assert joined == expected

@@ -48,3 +48,26 @@ async def test_a_bootstrap_table_on_kafka(kafka_url: str) -> None:
     run = await run_url(kafka_url, flow, {f"payments{sfx}": payments, f"rates{sfx}": rate_rows}, batch_size=1)
     assert rows(run, f"fx{sfx}") == [("EUR", {"left": {"amount": 10}, "right": {"rate": 1.2}}),
                                      ("GBP", {"left": {"amount": 3}, "right": None})]
+
+
+async def test_a_rekeyed_stream_joins_the_table_as_of_each_record_on_kafka(kafka_url: str) -> None:
+    """`on="tier_key"` re-keys the orders through a repartition topic: the join waits for
+    that topic's watermark, so each order still sees the tier of its own time."""
+    sfx = unique_name("")
+    flow = Flow(f"rekey{sfx}", partitions=2)
+    tiers = flow.table(f"tiers{sfx}", key=str)
+    flow.source(f"orders{sfx}", key=str).join(tiers, how="left", on="who", name="priced").to(f"priced{sfx}")
+    tier_changes = [record({"tier": t}, k, timestamp=ts) for k, t, ts in
+                    [("a", "bronze", 1_000), ("b", "gold", 1_500), ("a", "silver", 3_000), ("a", "gold", 5_000)]]
+    # keyed by order id: every order is re-keyed by `who` before the join
+    orders = [record({"n": n, "who": who}, f"o{n}", timestamp=ts) for n, (who, ts) in
+              enumerate([("a", 500), ("a", 2_000), ("b", 2_500), ("a", 3_000), ("a", 4_000), ("a", 6_000)])]
+    run = await run_url(kafka_url, flow, {f"orders{sfx}": orders, f"tiers{sfx}": tier_changes}, batch_size=2)
+    assert rows(run, f"priced{sfx}") == [
+        ("a", {"left": {"n": 0, "who": "a"}, "right": None}),
+        ("a", {"left": {"n": 1, "who": "a"}, "right": {"tier": "bronze"}}),
+        ("a", {"left": {"n": 3, "who": "a"}, "right": {"tier": "silver"}}),
+        ("a", {"left": {"n": 4, "who": "a"}, "right": {"tier": "silver"}}),
+        ("a", {"left": {"n": 5, "who": "a"}, "right": {"tier": "gold"}}),
+        ("b", {"left": {"n": 2, "who": "b"}, "right": {"tier": "gold"}}),
+    ]

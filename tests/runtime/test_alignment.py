@@ -310,3 +310,121 @@ def test_progress_of_a_partly_taken_queue():
     fetch(a, consumer, USERS, 15)
     assert drain(a, consumer) == [("orders", [10]), ("users", [15])]  # users has one more unread
     assert a.progress() == {ORDERS: 0, USERS: 0}  # commit orders at 1: offsets 1 and 2 are still queued
+
+
+# ---------------------------------------------------------------------- internal topics: bounded by watermarks
+def test_an_empty_internal_input_bounds_the_others_by_its_watermark():
+    table_first = choose([Head(5, table=True), Head(None, complete_until=8)], now=0.0, max_idle=0.0)
+    assert table_first == Take(0, (8, 1, 1))  # every table record up to the stream's watermark
+    assert choose([Head(8, table=True), Head(None, complete_until=8)], 0.0, 0.0) == Take(0, (8, 1, 1))
+    assert choose([Head(9, table=True), Head(None, complete_until=8)], 0.0, 0.0) == Wait(None, watermark=True)
+    assert choose([Head(1, table=True), Head(None, complete_until=float("-inf"))], 0.0, 0.0) == \
+        Wait(None, watermark=True)  # not every upstream partition has reported yet
+    assert choose([Head(1, table=True), Head(None, complete_until=float("inf"))], 0.0, 0.0) == Take(0, None)
+
+
+def test_a_queued_internal_input_is_bounded_by_its_watermark_too():
+    # its own records past the watermark wait: a slower upstream partition may send earlier ones
+    assert choose([Head(9, table=True), Head(4, complete_until=6)], 0.0, 0.0) == Take(1, (6, 1, 1))
+    assert choose([Head(9, table=True), Head(6, complete_until=6)], 0.0, 0.0) == Wait(None, watermark=True)
+    assert choose([Head(3, table=True), Head(4, complete_until=6)], 0.0, 0.0) == Take(0, (4, 1, 1))
+
+
+def test_max_task_idle_does_not_apply_to_an_input_with_a_watermark():
+    assert choose([Head(5, table=True), Head(None, complete_until=9)], now=0.0, max_idle=10.0) == Take(0, (9, 1, 1))
+
+
+REPART = TP("repart", 0)
+
+
+def by_time_aligner(marks: dict[TP, float | None]) -> tuple[Aligner, FakeConsumer]:
+    a = Aligner(0.0, buffer_limit=3, complete_until=lambda tp: marks.get(tp))
+    a.register(Route("repart"), 0, "repart", 0, table=False, bootstrap=False, by_time=True)
+    a.register(Route("users"), 0, "users", 0, table=True, bootstrap=False)
+    a.assign({REPART, USERS})
+    return a, FakeConsumer({REPART: 0, USERS: 0})
+
+
+def test_an_internal_queue_is_kept_in_time_order_and_its_progress_stops_at_its_lowest_offset():
+    marks: dict[TP, float | None] = {REPART: 0}
+    a, consumer = by_time_aligner(marks)
+    consumer.ends.update({REPART: 4, USERS: 1})
+    fetch(a, consumer, REPART, 30, 10)  # two upstream partitions interleaved
+    fetch(a, consumer, REPART, 40, 20)
+    fetch(a, consumer, USERS, 15)
+    assert drain(a, consumer) == []  # the watermark (0) holds everything
+    marks[REPART] = 25
+    assert drain(a, consumer) == [("repart", [10]), ("users", [15]), ("repart", [20])]
+    assert a.progress() == {USERS: 0}  # repart: offset 0 (time 30) is still queued, so nothing is done
+    marks[REPART] = float("inf")  # every upstream partition ended
+    assert drain(a, consumer) == [("repart", [30, 40])]
+    assert a.progress() == {REPART: 3}
+
+
+def test_no_input_of_a_task_held_by_a_watermark_is_paused():
+    marks: dict[TP, float | None] = {REPART: 5}
+    a, consumer = by_time_aligner(marks)
+    consumer.ends.update({REPART: 4, USERS: 4})
+    fetch(a, consumer, REPART, 10, 11, 12, 13)
+    fetch(a, consumer, USERS, 20, 21, 22, 23)
+    assert drain(a, consumer) == [] and a.held_by_watermarks
+    assert a.flow_control() == ([], [])  # full queues, but what moves the watermark is further on
+
+
+@given(st.lists(st.lists(st.integers(0, 30), max_size=8).map(sorted), min_size=1, max_size=3),
+       st.lists(st.integers(0, 30), max_size=8).map(sorted), st.randoms(use_true_random=False))
+def test_a_join_over_an_interleaved_internal_topic_sees_the_table_as_of_each_record(origins, table, rng):
+    """Upstream partitions (`origins`, each in time order) are written into one internal
+    partition in random runs, each run followed by the watermark it makes known; the table's
+    records are in its log and come in random fetches. Whatever the interleaving, each stream
+    record is processed after exactly the table records at or before its time: the
+    reference join."""
+    progress: dict[int, int] = {}  # origin -> highest time written so far
+    ended: set[int] = set()
+
+    def watermark(tp: TP) -> float | None:
+        active = [o for o in range(len(origins)) if o not in ended]
+        if not active:
+            return float("inf")
+        if any(o not in progress for o in active):
+            return float("-inf")
+        return min(progress[o] for o in active)
+
+    a = Aligner(0.0, buffer_limit=4, complete_until=watermark)
+    a.register(Route("repart"), 0, "repart", 0, table=False, bootstrap=False, by_time=True)
+    a.register(Route("users"), 0, "users", 0, table=True, bootstrap=False)
+    a.assign({REPART, USERS})
+    consumer = FakeConsumer({REPART: 0, USERS: len(table)})  # the table is in the log, not fetched yet
+    pending = {o: list(times) for o, times in enumerate(origins)}
+    table_left = list(table)
+    order: list[tuple[str, int]] = []
+
+    def step() -> None:
+        asyncio.run(a.refresh(consumer))  # type: ignore[arg-type]
+        a.run(consumer, 0.0, lambda route, batch: order.extend((route.topic, r[2]) for r in batch))  # type: ignore[arg-type]
+
+    while any(pending.values()) or table_left or len(ended) < len(origins):
+        choices = [o for o, times in pending.items() if times] + (["t"] if table_left else []) + \
+            [("end", o) for o in pending if not pending[o] and o not in ended]
+        pick = rng.choice(choices)
+        if pick == "t":
+            n = rng.randint(1, len(table_left))
+            fetch(a, consumer, USERS, *table_left[:n])
+            del table_left[:n]
+        elif isinstance(pick, tuple):
+            ended.add(pick[1])
+        else:
+            n = rng.randint(1, len(pending[pick]))
+            run, pending[pick] = pending[pick][:n], pending[pick][n:]
+            consumer.ends[REPART] += n
+            fetch(a, consumer, REPART, *run)
+            progress[pick] = run[-1]
+        step()
+    step()
+    assert a.buffered == 0
+    seen_table = 0
+    for topic, t in order:
+        if topic == "users":
+            seen_table += 1
+        else:
+            assert seen_table == sum(1 for u in table if u <= t), (order, origins, table)
