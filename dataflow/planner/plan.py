@@ -6,6 +6,9 @@
 >>> p = build_plan(flow.topology())
 >>> [a.name for a in p.agents], [t.name for t in p.topics if t.internal]
 (['lines', 'lines.by_word.repartition'], ['wc-counts-changelog', 'wc-dead-letters', 'wc-lines.by_word-repartition'])
+
+Agents are numbered writers first (see `split_subtopologies`); every internal topic and
+store is named by `planner.naming`.
 """
 from __future__ import annotations
 
@@ -110,35 +113,18 @@ def build_plan(topology: Topology, imports: ImportPolicy = TRUSTED) -> Execution
 def _agent(topology: Topology, schemas: dict[str, StreamSchema], sub: SubTopology,
            stores: tuple[StorePlan, ...]) -> AgentPlan:
     names = set(sub.nodes)
-    outputs: list[str] = []
-    for name in sub.nodes:
-        node = topology.node(name)
-        outputs.extend(_node_outputs(node))
     entry_nodes = [name for name, _ in sub.entries]
-    name = min(entry_nodes) if entry_nodes else sub.nodes[0]
     partitions = max((schemas[e].partitions for e in entry_nodes if e in schemas), default=topology.settings.partitions)
     return AgentPlan(
-        name=name, index=sub.index,
+        name=sub.name, index=sub.index,
         source_topics=tuple(sorted({t for _, t in sub.entries})),
         entries=sub.entries,
         nodes=sub.nodes,
-        output_topics=tuple(sorted(set(outputs))),
+        output_topics=sub.outputs,
         stores=tuple(sorted(s.name for s in stores if s.node in names)),
         partitions=partitions,
         concurrency=topology.settings.concurrency,
     )
-
-
-def _node_outputs(node: n.Node) -> list[str]:
-    if isinstance(node, n.Fused):
-        return [t for step in node.steps for t in _node_outputs(step)]
-    if isinstance(node, n.Sink) and node.sink == "topic":
-        return [node.target]
-    if isinstance(node, n.Echo):
-        return list(node.topics)
-    if isinstance(node, (n.Repartition, n.Through)):
-        return [node.topic]
-    return []
 
 
 def _stores(topology: Topology, schemas: dict[str, StreamSchema]) -> tuple[StorePlan, ...]:

@@ -371,8 +371,8 @@ def _reads(node: n.Node) -> list[str]:
 
 
 def _writes(node: n.Node) -> list[str]:
-    from .plan import _node_outputs
-    return _node_outputs(node)
+    from .split_subtopologies import written_topics
+    return written_topics(node)
 
 
 def _esc(text: Any) -> str:

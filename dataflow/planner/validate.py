@@ -18,7 +18,7 @@ from ..ir.durations import format_duration
 from ..ir.location import SourceLocation
 from ..ir.schema import StreamSchema, infer_schemas
 from ..ir.topology import Topology
-from .naming import internal_topic_names
+from .name_clashes import name_clashes
 
 TERMINAL_KINDS = {"sink", "aggregate", "table", "table_source", "join"}
 
@@ -217,20 +217,8 @@ def _changes_and_sinks(topology: Topology, schemas: dict[str, StreamSchema]) -> 
 
 
 def _duplicate_names(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
-    """Internal topic and store names must not collide with each other or with user topics."""
-    out = []
-    owners: dict[str, str] = {}
-    user_topics = {node.topic for node in topology.nodes() if isinstance(node, (n.Source, n.TableSource))}
-    for node in topology.nodes():
-        for topic in internal_topic_names(topology, node):
-            if topic in user_topics:
-                out.append(Diagnostic(f"internal topic '{topic}' of '{node.name}' has the name of a user topic",
-                                      node.loc, "rename the step", rule="duplicate"))
-            if topic in owners and owners[topic] != node.name:
-                out.append(Diagnostic(f"'{node.name}' and '{owners[topic]}' would share the internal topic '{topic}'",
-                                      node.loc, "give one of them another name=", rule="duplicate"))
-            owners.setdefault(topic, node.name)
-    return out
+    """Names the planner adds must not collide with each other or with a user's topic or step."""
+    return name_clashes(topology, schemas)
 
 
 def _timers(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:

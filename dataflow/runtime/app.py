@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from dataflow.planner.naming import dead_letter_topic
 from dataflow.runtime.agents import Agent, OnError
 from dataflow.runtime.channels import Channel, DecodeError, Subscription, Topic
 from dataflow.runtime.codecs import Codec
@@ -133,7 +134,7 @@ class App:
         self.reply_expires = reply_expires
         self.client_only = client_only
         self.monitor = monitor or Monitor()
-        self.dead_letter_topic = f"{name}-dead-letters"
+        self.dead_letter_topic = dead_letter_topic(name)
 
         self.agents: dict[str, Agent] = {}
         #: ``@app.task``, ``@app.timer`` and ``@app.crontab`` functions, in declaration order.

@@ -19,6 +19,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from dataflow.planner.naming import repartition_topic
 from dataflow.runtime.channels import Channel, Subscription, Topic
 from dataflow.runtime.events import Event, _set_current, current_event
 
@@ -272,7 +273,7 @@ class Stream:
             partitions = self.channel.partitions
         source = self.channel
         topic = self.app.topic(
-            f"{self.app.name}-{name}-repartition",
+            repartition_topic(self.app.name, name),
             key_type=None,
             value_type=source.value_type if isinstance(source, Topic) else None,
             value_serializer=source.value_codec if isinstance(source, Topic) else "json",

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from dataflow.planner.naming import changelog_topic
 from dataflow.runtime.events import Event, current_event
 from dataflow.runtime.state import StateManager
 from dataflow.runtime.tables import Table as StoreTable
@@ -110,7 +111,7 @@ class _Collection:
 
     def __init__(self, app: App, name: str, *, default: Callable[[], Any] | None = None,
                  partitions: int | None = None, help: str = "") -> None:  # noqa: A002 - Faust's name
-        changelog = f"{app.name}-{name}-changelog"
+        changelog = changelog_topic(app.name, name)
         TopicSpec(changelog, 1)  # checks the name: the changelog topic is named after it
         if partitions is not None and partitions < 1:
             raise ValueError(f"table {name!r} needs at least 1 partition, got {partitions}")

@@ -74,11 +74,14 @@ def test_sub_topologies_split_at_repartition_and_through_topics():
     p = plan(flow.topology())
     subs = split_subtopologies(p.topology)
     assert subs == (
-        SubTopology(0, ("w", "w.through_mid"), (("w", "w"),)),
-        SubTopology(1, ("w.through_mid.filter..w.through_mid.by_account_id", "w.through_mid.by_account_id.repartition"),
-                    (("w.through_mid", "mid"),)),
-        SubTopology(2, ("w.through_mid.by_account_id.hopping_10m_1m", "totals", "totals.changes", "totals.to_out"),
-                    (("w.through_mid.by_account_id.repartition", "app-w.through_mid.by_account_id-repartition"),)),
+        SubTopology(0, "w", ("w", "w.through_mid"), (("w", "w"),), ("mid",)),
+        SubTopology(1, "w.through_mid",
+                    ("w.through_mid.filter..w.through_mid.by_account_id", "w.through_mid.by_account_id.repartition"),
+                    (("w.through_mid", "mid"),), ("app-w.through_mid.by_account_id-repartition",)),
+        SubTopology(2, "w.through_mid.by_account_id.repartition",
+                    ("w.through_mid.by_account_id.hopping_10m_1m", "totals", "totals.changes", "totals.to_out"),
+                    (("w.through_mid.by_account_id.repartition", "app-w.through_mid.by_account_id-repartition"),),
+                    ("out",)),
     )
     assert [a.name for a in p.agents] == ["w", "w.through_mid", "w.through_mid.by_account_id.repartition"]
     assert p.agents[0].output_topics == ("mid",)
@@ -110,5 +113,6 @@ def test_naming():
     flow.source("w").group_by("k").count(name="n")
     topo = flow.topology()
     assert internal_topic_names(topo, topo.node("w.by_k")) == ["app-w.by_k-repartition"]
-    assert internal_topic_names(topo, topo.node("n")) == ["app-n-changelog"]
+    # the repartition before an aggregate is reserved even where the plan needs none (its input is keyed)
+    assert internal_topic_names(topo, topo.node("n")) == ["app-n-repartition", "app-n-changelog"]
     assert internal_topic_names(topo, topo.node("w")) == []

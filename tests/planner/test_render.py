@@ -89,14 +89,7 @@ Sub-topology 0: agent w (3 partitions, concurrency 1)
     <-- w.branch.rest.map
     --> none
 
-Sub-topology 1: agent w.branch.big.through_mid (3 partitions, concurrency 1)
-  Source: w.branch.big.through_mid (topic: mid, 3 partitions)
-    --> w.branch.big.through_mid.to_big
-  Sink: w.branch.big.through_mid.to_big [topic: big]
-    <-- w.branch.big.through_mid
-    --> none
-
-Sub-topology 2: agent g2.repartition (3 partitions, concurrency 1)
+Sub-topology 1: agent g2.repartition (3 partitions, concurrency 1)
   Source: g2.repartition (topic: app-g2-repartition, 3 partitions)
     --> g2.tumbling_1m
   Window: g2.tumbling_1m [tumbling 1m, on ts]
@@ -105,6 +98,13 @@ Sub-topology 2: agent g2.repartition (3 partitions, concurrency 1)
   Aggregate: t [count: count(); emit final]
     store: t (changelog: app-t-changelog)
     <-- g2.tumbling_1m
+    --> none
+
+Sub-topology 2: agent w.branch.big.through_mid (3 partitions, concurrency 1)
+  Source: w.branch.big.through_mid (topic: mid, 3 partitions)
+    --> w.branch.big.through_mid.to_big
+  Sink: w.branch.big.through_mid.to_big [topic: big]
+    <-- w.branch.big.through_mid
     --> none
 
 Sub-topology 3: agent w.branch.rest.by_account_id.repartition (3 partitions, concurrency 1)
@@ -156,9 +156,9 @@ def test_dot_has_a_cluster_per_agent_and_topics_as_nodes():
     dot = to_dot(plan(stream_table_join().topology()))
     assert dot.startswith('digraph "app" {\n  rankdir=LR;\n')
     assert dot.count("subgraph \"cluster_") == 2
-    assert '"topic:app-enriched-left-repartition" [shape=cylinder' in dot
+    assert '"topic:app-enriched.left-repartition" [shape=cylinder' in dot
     assert '"topic:orders" [shape=ellipse' in dot
-    assert '"topic:app-enriched-left-repartition" -> "enriched";' in dot
+    assert '"topic:app-enriched.left-repartition" -> "enriched";' in dot
     assert '"customers" -> "enriched" [label="right"];' in dot
 
 

@@ -241,11 +241,16 @@ def test_tables_and_aggregates_need_no_sink():
 
 
 def test_duplicate_name_internal_topic_clashes_with_a_user_topic():
+    """The error is at the user's topic, not at the step whose internal topic it would be."""
     flow = Flow("app")
-    s = flow.source("app-totals-changelog", value=Withdrawal)
-    s.group_by("account_id").aggregate(total=agg.sum("amount"), name="totals")  # @dup-user-topic
-    assert found(flow) == [("internal topic 'app-totals-changelog' of 'totals' has the name of a user topic",
-                            "rename the step", at("dup-user-topic"))]
+    s = flow.source("app-totals-changelog", value=Withdrawal)  # @dup-user-topic
+    s.group_by("account_id").aggregate(total=agg.sum("amount"), name="totals")
+    assert found(flow) == [("topic 'app-totals-changelog' has the name of the changelog of store 'totals', which "
+                            "the planner adds", TOPIC_HINT, at("dup-user-topic"))]
+
+
+TOPIC_HINT = ("rename the topic: PIPELINE-STEP-repartition, PIPELINE-STEP-changelog and PIPELINE-dead-letters are "
+              "the names of the planner's topics")
 
 
 def test_duplicate_name_two_steps_would_share_an_internal_topic():

@@ -3,6 +3,9 @@
 Before: ``orders -> group_by(customer) -> aggregate``
 After:  ``orders -> group_by(customer) -> repartition[app-…by_customer-repartition] -> aggregate``
 
+Names come from `planner.naming`: the repartition of step X is the step ``X.repartition``
+writing ``APP-X-repartition``; a join side's owner is ``JOIN.left`` / ``JOIN.right``.
+
 Also before a stateful step (aggregate, table, window) fed by a re-key that
 was not repartitioned (`select_key`), and on a join side that is re-keyed or
 has a different partition count than the side it must meet.
@@ -12,7 +15,7 @@ from __future__ import annotations
 from ...ir import nodes as n
 from ...ir.schema import StreamSchema, infer_schemas
 from ...ir.topology import Edge, Topology
-from ..naming import repartition_topic
+from ..naming import join_side, repartition_step, repartition_topic
 
 
 def insert_repartitions(topology: Topology) -> Topology:
@@ -25,7 +28,7 @@ def insert_repartitions(topology: Topology) -> Topology:
                  for node in out.nodes() if isinstance(node, n.GroupBy) and node.repartition]
     for node, parts in group_bys:
         _insert_after(out, node.name, n.Repartition(
-            f"{node.name}.repartition", topic=repartition_topic(app, node.name), partitions=parts,
+            repartition_step(node.name), topic=repartition_topic(app, node.name), partitions=parts,
             reason="group_by", loc=node.loc))
     for name in out.order():
         node = out.node(name)
@@ -37,7 +40,7 @@ def insert_repartitions(topology: Topology) -> Topology:
                 upstream = schemas.get(edge.source)
                 if upstream is not None and not upstream.keyed:
                     _insert_before(out, name, edge, n.Repartition(
-                        f"{name}.repartition", topic=repartition_topic(app, name), partitions=upstream.partitions,
+                        repartition_step(name), topic=repartition_topic(app, name), partitions=upstream.partitions,
                         reason=f"{node.kind} after re-key", loc=node.loc))
         elif isinstance(node, n.Join):
             _copartition_join(out, node, schemas)
@@ -57,8 +60,9 @@ def _copartition_join(out: Topology, node: n.Join, schemas: dict[str, StreamSche
             continue
         if not schema.keyed or schema.partitions != target:
             why = "re-keyed" if not schema.keyed else f"{schema.partitions} partitions, joined side has {target}"
+            owner = join_side(node.name, side)
             _insert_before(out, node.name, edges[side], n.Repartition(
-                f"{node.name}.{side}.repartition", topic=repartition_topic(app, f"{node.name}-{side}"),
+                repartition_step(owner), topic=repartition_topic(app, owner),
                 partitions=target, reason=f"join {side} side ({why})", loc=node.loc))
 
 
