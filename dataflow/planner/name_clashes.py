@@ -22,6 +22,7 @@ from ..ir.schema import StreamSchema
 from ..ir.topology import Topology
 from .naming import Owned, dead_letter_topic, owned_names
 
+REPORT_ORDER = ("store", "topic", "step")
 TOPIC_HINT = ("rename the topic: PIPELINE-STEP-repartition, PIPELINE-STEP-changelog and PIPELINE-dead-letters "
               "are the names of the planner's topics")
 
@@ -43,7 +44,8 @@ def name_clashes(topology: Topology, schemas: dict[str, StreamSchema] | None = N
     out: list[Diagnostic] = []
     clashed: set[tuple[str, str]] = set()
     for node in nodes:
-        for owned in owned_names(topology, node, schemas):
+        # A pair of steps is reported once, for what says most: a shared store, else a topic.
+        for owned in sorted(owned_names(topology, node, schemas), key=lambda o: REPORT_ORDER.index(o.kind)):
             first = reserved.setdefault((owned.kind, owned.name), owned)
             if first.owner != owned.owner and (first.owner, owned.owner) not in clashed:
                 clashed.add((first.owner, owned.owner))

@@ -349,7 +349,7 @@ async def test_orders_in_full(kafka_url: str, tmp_path: Path) -> None:
     # Each phase runs to idle before the next: a join reads the table as the phases left it.
     run = await run_everywhere(kafka_url, tmp_path, "orders", [{"customers": customers}, {"orders": orders},
                                                                {"customers": changed}, {"orders": later}],
-                               unordered=("enriched-orders", "orders-enriched-left-repartition"))
+                               unordered=("enriched-orders", "orders-enriched.left-repartition"))
 
     def enriched(o: str, name: str | None, tier: str | None, amount: float) -> dict[str, Any]:
         return {"order_id": o, "customer": name, "tier": tier, "amount": amount}

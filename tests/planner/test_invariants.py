@@ -1,10 +1,11 @@
 """Adding an unrelated step never renames an existing internal topic or store.
 
 Names are given or derived from anchors, never counted where a topic or store derives from
-them (design.md, KAFKA-9072). For every example, extra steps are added on every stream and
-table it names — appended at the end of the file, or interleaved right after each handle is
-defined (so the new steps are built *before* the existing ones that follow) — and the internal
-topics and stores of the original plan must all still be there under the same names.
+them (design.md, KAFKA-9072). For every example, extra steps (a filter, a branch, a count,
+sinks) are added on every stream and table it names — appended at the end of the file, or
+interleaved right after each handle is defined (so the new steps are built *before* the
+existing ones that follow) — and the internal topics and stores of the original plan must all
+still be there under the same names.
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def extra_steps(var: str, handle: object) -> list[str]:
         return [f'{var}.count(name="extra_{var}").changes().to("extra-{var}")']  # a window is only aggregated
     if isinstance(handle, Stream):
         return [f'{var}.filter(_lit(True)).to("extra-{var}")',
+                f'_routed_{var} = {var}.branch(hot=_lit(True), default="cold")',
+                f'_routed_{var}.hot.to("extra-{var}-hot")',
+                f'_routed_{var}.cold.print()',
                 f'{var}.group_by(_key()).count().changes().to("extra-{var}-counts")']
     return []
 
