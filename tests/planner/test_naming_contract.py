@@ -53,6 +53,20 @@ def fraud(*, anchor: str = "large", aggregate: str | None = "per_account", key: 
     return flow
 
 
+# --------------------------------------------------------------------------- the scheme
+
+AWKWARD_OWNERS = ["a", "a-changelog", "a-repartition", "dead", "dead-letters", "a.left", "a-left", "x-dead"]
+
+
+def test_names_of_different_roles_never_meet_and_one_role_names_one_owner():
+    from dataflow.planner.naming import changelog_topic, dead_letter_topic, repartition_topic
+    repartitions = {repartition_topic("app", o): o for o in AWKWARD_OWNERS}
+    changelogs = {changelog_topic("app", o): o for o in AWKWARD_OWNERS}
+    assert len(repartitions) == len(changelogs) == len(AWKWARD_OWNERS)
+    assert not set(repartitions) & set(changelogs)
+    assert dead_letter_topic("app") not in {*repartitions, *changelogs}
+
+
 # --------------------------------------------------------------------------- edits that keep every name
 
 
