@@ -219,7 +219,7 @@ class _Tailer:
                 offsets: dict[TP, int] = {}
                 for tp in sorted(batches):
                     for m in batches[tp]:
-                        lines.append(message_line(m, _value(self.codec, m.value)))
+                        lines.append(message_line(m, decoded_value(self.codec, m.value)))
                         offsets[tp] = m.offset + 1
                 out.write(b"\n".join(lines).decode() + "\n")
                 out.flush()
@@ -258,7 +258,8 @@ def message_line(m: Message, value: Any) -> bytes:
     return orjson.dumps(row)
 
 
-def _value(codec: Any, data: bytes | None) -> Any:
+def decoded_value(codec: Any, data: bytes | None) -> Any:
+    """A record's value as its codec reads it, or as text when it does not (shown, not failed)."""
     if data is None:
         return None
     try:
