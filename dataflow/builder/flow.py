@@ -69,6 +69,9 @@ class Flow:
         self._topology = Topology(name, self.settings)
         self._topics: dict[str, TopicDecl] = {}
         self._given: set[str] = set()
+        # the highest `_N` suffix handed out per derived name: names are never removed, so the
+        # next free suffix is above it, and naming the n-th sibling does not re-try all n-1 before it
+        self._suffixes: dict[str, int] = {}
 
     # ------------------------------------------------------------------ declarations
     def configure(self, **settings: Any) -> "Flow":
@@ -198,9 +201,10 @@ class Flow:
         if kind in NAMED_STATE_KINDS:
             raise ValueError(f"{loc}: this step would be named '{base}' like an earlier one; its topic or store "
                              f"name derives from it, so give it a name: name=\"...\"")
-        i = 2
+        i = self._suffixes.get(base, 1) + 1
         while f"{base}_{i}" in self._topology:
             i += 1
+        self._suffixes[base] = i
         return f"{base}_{i}"
 
     def _add(self, node: n.Node, inputs: list[Edge]) -> str:
