@@ -10,6 +10,7 @@ filter amout > 1
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Mapping
 
 from ..ir.diagnostics import Diagnostic, PipelineError
@@ -55,6 +56,29 @@ def span(file: str, node: Any) -> SourceLocation:
         return SourceLocation(file, 1, 1)
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def normalize_newlines(text: str) -> str:
+    """`text` with every line break (CRLF, CR or LF) written as LF: the only one the parser counts.
+
+    Lines and columns of the result are those of `text` read with any of the three endings.
+
+    >>> normalize_newlines("a\\r\\nb\\rc\\n")
+    'a\\nb\\nc\\n'
+    """
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def source_lines(text: str) -> list[str]:
+    """The lines of `text`, split at CRLF, CR or LF, as the parser numbers them.
+
+    >>> source_lines("a\\r\\nb\\rc")
+    ['a', 'b', 'c']
+    """
+    return _LINE_BREAK.split(text)
+
+
 def did_you_mean(name: str, candidates: Iterable[str], fallback: str = "") -> str:
     """A hint naming the closest candidate, or `fallback`."""
     from ..ir.functions import suggest
@@ -81,11 +105,11 @@ def format_diagnostics(diagnostics: Iterable[Diagnostic], sources: Mapping[str, 
         if text is None or d.loc.line < 1:
             blocks.append(head)
             continue
-        lines = text.split("\n")
+        lines = source_lines(text)
         if d.loc.line > len(lines):
             blocks.append(head)
             continue
-        source_line = lines[d.loc.line - 1].rstrip("\r")
+        source_line = lines[d.loc.line - 1]
         column = max(1, min(d.loc.column, len(source_line) + 1))
         width = 1
         if d.loc.end_line == d.loc.line and d.loc.end_column and d.loc.end_column > column:
@@ -96,4 +120,5 @@ def format_diagnostics(diagnostics: Iterable[Diagnostic], sources: Mapping[str, 
     return "\n".join(blocks)
 
 
-__all__ = ["FlowError", "LangError", "Silent", "span", "did_you_mean", "format_diagnostics"]
+__all__ = ["FlowError", "LangError", "Silent", "span", "did_you_mean", "format_diagnostics", "normalize_newlines",
+           "source_lines"]

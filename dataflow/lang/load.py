@@ -13,7 +13,7 @@ from lark.exceptions import VisitError
 from ..builder import Flow
 from ..ir.diagnostics import Diagnostic
 from ..ir.location import SourceLocation
-from .diagnostics import FlowError
+from .diagnostics import FlowError, source_lines
 from .parser import parse
 from .transform import FlowTransformer
 
@@ -49,9 +49,8 @@ def load_flow(path: str | Path, overrides: dict[str, str] | None = None) -> Flow
     try:
         text = data.decode("utf-8-sig")  # tolerate the byte-order mark some editors write
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        where = SourceLocation(str(path), line, column)
+        before = source_lines(data[:e.start].decode("utf-8-sig"))  # the bytes before e.start decode
+        where = SourceLocation(str(path), len(before), len(before[-1]) + 1)
         shown = data.decode("utf-8", errors="replace")
         raise FlowError([Diagnostic("this file is not UTF-8 text", where, "save it as UTF-8")], shown,
                         str(path)) from None
