@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..ir import nodes as n
+from ..ir.bounds import setting_problem
 from ..ir.durations import format_duration, parse_duration
 from ..ir.location import SourceLocation, caller_location
 from ..ir.settings import Settings
@@ -66,6 +67,7 @@ class Flow:
             raise ValueError(f"pipeline name {name!r} may use letters, digits, '-', '_' and '.' only")
         self.name = name
         self.settings = Settings().with_overrides(settings) if settings else Settings()
+        _check_bounds(self.settings, settings, caller_location())
         self._topology = Topology(name, self.settings)
         self._topics: dict[str, TopicDecl] = {}
         self._given: set[str] = set()
@@ -76,7 +78,9 @@ class Flow:
     # ------------------------------------------------------------------ declarations
     def configure(self, **settings: Any) -> "Flow":
         """Change pipeline settings (`partitions`, `broker`, ...)."""
-        self.settings = self.settings.with_overrides(settings)
+        changed = self.settings.with_overrides(settings)
+        _check_bounds(changed, settings, None)
+        self.settings = changed
         self._topology = self._topology.with_settings(self.settings)
         return self
 
@@ -481,6 +485,14 @@ class Stream(_Handle):
         ref = callable_ref(func)
         self._then(lambda nm: n.Sink(nm, sink="callable", target=ref, func=func),
                    f"sink_{label(expr_or_callable(func))}", "sink", name, loc)
+
+
+def _check_bounds(settings: Settings, given: dict[str, Any], loc: SourceLocation | None) -> None:
+    """Refuse a setting past its bound (`partitions=99999999999`) before anything runs with it."""
+    for key in given:
+        problem = setting_problem(key, getattr(settings, key, None))
+        if problem:
+            raise ValueError(f"{loc}: {problem}" if loc is not None else problem)
 
 
 def _agent_ref(agent: Any, method: str, loc: SourceLocation) -> tuple[str, Any]:

@@ -114,10 +114,32 @@ def format_diagnostics(diagnostics: Iterable[Diagnostic], sources: Mapping[str, 
         width = 1
         if d.loc.end_line == d.loc.line and d.loc.end_column and d.loc.end_column > column:
             width = min(d.loc.end_column, len(source_line) + 1) - column
+        source_line, column, width = _excerpt(source_line, column, width)
         # Keep tabs so the caret lines up however the terminal expands them.
         pad = "".join("\t" if ch == "\t" else " " for ch in source_line[:column - 1])
         blocks.append(f"{head}\n{source_line}\n{pad}^{'~' * max(0, width - 1)}")
     return "\n".join(blocks)
+
+
+#: the longest source line shown whole; a longer one is cut around the caret
+SHOWN_WIDTH = 120
+
+
+def _excerpt(line: str, column: int, width: int) -> tuple[str, int, int]:
+    """The part of a long `line` around `column`, marked with '...', and the caret's column and
+    width within it (a 100,000-digit number is not echoed whole).
+
+    >>> shown, column, width = _excerpt("x" * 50 + "^" + "y" * 200, 51, 1)
+    >>> len(shown), shown[:15], shown[column - 1], shown[-3:]
+    (126, '...xxxxxxxxxx^y', '^', '...')
+    """
+    if len(line) <= SHOWN_WIDTH:
+        return line, column, width
+    start = max(0, min(column - 1 - 10, len(line) - SHOWN_WIDTH))
+    end = start + SHOWN_WIDTH
+    shown = ("..." if start else "") + line[start:end] + ("..." if end < len(line) else "")
+    new_column = column - start + (3 if start else 0)
+    return shown, new_column, max(1, min(width, end - (column - 1)))
 
 
 __all__ = ["FlowError", "LangError", "Silent", "span", "did_you_mean", "format_diagnostics", "normalize_newlines",

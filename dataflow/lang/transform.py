@@ -29,13 +29,15 @@ from ..builder.flow import AGENT_PATH
 from ..builder.windows import agg
 from ..ir import expr as ir
 from ..ir.diagnostics import Diagnostic
-from ..ir.durations import format_duration, parse_duration
+from ..ir.bounds import MAX_PARTITIONS, partitions_problem, setting_problem, shown_number
+from ..ir.durations import format_duration
 from ..ir.location import SourceLocation
 from ..ir.nodes import AGGREGATE_FUNCTIONS, EMIT_MODES, SERIALIZERS, TIME_SOURCES, Aggregation
 from ..ir.settings import SETTING_NAMES, Settings
 from ..ir.types import ANY, RecordType, Field, Type
 from .diagnostics import LangError, Silent, did_you_mean
-from .expressions import ExpressionRules, UdfInfo, check_udf_path, decode_string, field_path_text
+from .expressions import (ExpressionRules, UdfInfo, check_udf_path, decimal_number, decode_string, duration_ms,
+                          field_path_text, whole_number)
 
 WINDOWS: dict[str, Callable[..., WindowSpec]] = {"tumbling": tumbling, "hopping": hopping, "sliding": sliding,
                                                  "session": session}
@@ -195,9 +197,13 @@ class FlowTransformer(ExpressionRules):
                 self.diagnostics.append(Diagnostic(f"setting '{option.name}' is given twice", option.loc))
                 continue
             try:
-                Settings().with_overrides({option.name: option.value})
+                coerced = Settings().with_overrides({option.name: option.value})
             except (ValueError, TypeError) as e:
                 self.diagnostics.append(Diagnostic(str(e), option.loc))
+                continue
+            problem = setting_problem(option.name, getattr(coerced, option.name))
+            if problem:
+                self.diagnostics.append(Diagnostic(problem, option.loc))
                 continue
             values[option.name] = option.value
         try:
@@ -214,6 +220,10 @@ class FlowTransformer(ExpressionRules):
                                                                 "settings are: " + ", ".join(SETTING_NAMES))))
                 continue
             try:
+                coerced = Settings().with_overrides({key: value})
+                problem = setting_problem(key, getattr(coerced, key))
+                if problem:
+                    raise ValueError(problem)
                 self.flow.configure(**{key: value})
             except (ValueError, TypeError) as e:
                 self.diagnostics.append(Diagnostic(f"{e} (from the command line)", loc))
@@ -314,9 +324,14 @@ class FlowTransformer(ExpressionRules):
         return Option("key", children[0], self._loc(meta))
 
     def partitions_option(self, meta: Any, children: list[Token]) -> Option:
-        count = int(children[0].value)
-        if count < 1:
-            raise LangError("partitions must be at least 1", self._loc(children[0]))
+        text = children[0].value
+        digits = len(text.lstrip("0"))  # int() refuses more than 4,300 digits: compare lengths first
+        count = int(text) if digits <= len(str(MAX_PARTITIONS)) else None
+        problem = (partitions_problem(count) if count is not None
+                   else f"partitions must be between 1 and {MAX_PARTITIONS}, not {shown_number(text)}")
+        if problem:
+            hint = "" if count is not None and count < 1 else "Kafka's guidance is a few thousand partitions per broker"
+            raise LangError(problem, self._loc(children[0]), hint)
         return Option("partitions", count, self._loc(meta))
 
     def serializer_option(self, meta: Any, children: list[Token]) -> Option:
@@ -560,7 +575,7 @@ class FlowTransformer(ExpressionRules):
         if not value:
             raise LangError(f"'every {interval.value}' needs a value to emit", loc,
                             f"every {interval.value} emit {{ at: now() }}")
-        return TimerSource(format_duration(parse_duration(interval.value)), value[0], loc)
+        return TimerSource(format_duration(duration_ms(interval, self.file)), value[0], loc)
 
     def timer_emit(self, meta: Any, children: list[ir.Expr]) -> ir.Expr:
         return children[0]
@@ -635,7 +650,7 @@ class FlowTransformer(ExpressionRules):
         for key in ("grace", "expires"):
             if key in options:
                 kwargs[key] = format_duration(options[key].value)
-        size = format_duration(parse_duration(size_token.value))
+        size = format_duration(duration_ms(size_token, self.file))
         try:
             if kind == "hopping":
                 spec = hopping(size, format_duration(step.value), **kwargs)  # type: ignore[union-attr]
@@ -654,7 +669,7 @@ class FlowTransformer(ExpressionRules):
         return Option(name, value, self._loc(meta))
 
     def _duration_option(self, name: str, meta: Any, children: list[Token]) -> Option:
-        return Option(name, parse_duration(children[0].value), self._loc(meta))
+        return Option(name, duration_ms(children[0], self.file), self._loc(meta))
 
     def window_step(self, meta: Any, children: list[Token]) -> Option:
         return self._duration_option("step", meta, children)
@@ -779,7 +794,7 @@ class FlowTransformer(ExpressionRules):
         return str(children[0].value)
 
     def join_within(self, meta: Any, children: list[Token]) -> Option:
-        return Option("within", parse_duration(children[0].value), self._loc(meta))
+        return Option("within", duration_ms(children[0], self.file), self._loc(meta))
 
     def join_on(self, meta: Any, children: list[Any]) -> Option:
         loc = self._loc(meta)
@@ -969,13 +984,13 @@ def _setting_value(name: str, token: Token, file: str, loc: SourceLocation) -> A
     if token.type == "STRING":
         value: Any = decode_string(token, file)
     elif token.type == "INT":
-        value = int(text)
+        value = whole_number(token, file)
     elif token.type == "FLOAT":
-        value = float(text)
+        value = decimal_number(token, file)
     elif token.type == "DURATION":
         if not kind.startswith("float"):
             raise LangError(f"setting '{name}' is not a duration", loc)
-        return parse_duration(text) / 1000  # float settings hold seconds
+        return duration_ms(token, file) / 1000  # float settings hold seconds
     elif text in ("true", "false"):
         value = text == "true"
     else:
