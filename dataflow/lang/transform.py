@@ -28,8 +28,8 @@ from ..builder import Branches, Flow, Stream, Table, WindowSpec, hopping, sessio
 from ..builder.flow import AGENT_PATH
 from ..builder.windows import agg
 from ..ir import expr as ir
-from ..ir.diagnostics import Diagnostic
 from ..ir.bounds import MAX_PARTITIONS, partitions_problem, setting_problem, shown_number
+from ..ir.diagnostics import Diagnostic
 from ..ir.durations import format_duration
 from ..ir.location import SourceLocation
 from ..ir.nodes import AGGREGATE_FUNCTIONS, EMIT_MODES, SERIALIZERS, TIME_SOURCES, Aggregation
@@ -38,6 +38,7 @@ from ..ir.types import ANY, RecordType, Field, Type
 from .diagnostics import LangError, Silent, did_you_mean
 from .expressions import (ExpressionRules, UdfInfo, check_udf_path, decimal_number, decode_string, duration_ms,
                           field_path_text, whole_number)
+from .parser import gc_paused
 
 WINDOWS: dict[str, Callable[..., WindowSpec]] = {"tumbling": tumbling, "hopping": hopping, "sliding": sliding,
                                                  "session": session}
@@ -146,7 +147,8 @@ class FlowTransformer(ExpressionRules):
         (lark re-wraps a `v_args` method on every call, which was a third of the time).
         """
         # One statement at a time, so a statement too deep for Python's stack fails alone.
-        return self._apply_rule(tree, [self._statement(c) for c in tree.children])
+        with gc_paused():
+            return self._apply_rule(tree, [self._statement(c) for c in tree.children])
 
     def _statement(self, tree: Tree) -> Any:
         try:

@@ -8,6 +8,7 @@ or Python functions a pipeline cannot load.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 
@@ -31,12 +32,22 @@ def check(topology: Topology) -> list[Diagnostic]:
     >>> [d.message for d in check(flow.topology())]
     ["stream 'busy' is never used: it has no sink and feeds no step"]
     """
+    topology = _ordered_once(topology)
     schemas, diagnostics = infer_schemas(topology)
     for rule in (_cycles, _dangling, _windows, _aggregates, _joins, _changes_and_sinks, _duplicate_names, _timers,
                  _bounds, _agents, _imports):
         diagnostics.extend(rule(topology, schemas))
     unique = {(str(d.loc), d.message): d for d in diagnostics}
     return sorted(unique.values(), key=lambda d: (d.loc.file, d.loc.line, d.loc.column, d.message))
+
+
+def _ordered_once(topology: Topology) -> Topology:
+    """A shallow copy of `topology` (the same graph) that sorts its nodes once, not once per rule:
+    every rule walks the nodes in order, and the sort was two thirds of the time of `check`."""
+    view = copy.copy(topology)
+    order = topology.order()
+    view.order = lambda: list(order)  # type: ignore[method-assign]
+    return view
 
 
 def _cycles(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
