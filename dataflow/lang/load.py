@@ -14,7 +14,7 @@ from ..builder import Flow
 from ..ir.diagnostics import Diagnostic
 from ..ir.location import SourceLocation
 from .diagnostics import FlowError, source_lines
-from .parser import gc_paused, parse
+from .parser import parse
 from .transform import FlowTransformer
 
 
@@ -25,11 +25,6 @@ def parse_flow(text: str, filename: str = "<string>", overrides: dict[str, str] 
     Semantic problems (unknown fields, type errors, a window without aggregate) come
     from `dataflow.planner.check` and point at the `.flow` source too.
     """
-    with gc_paused():
-        return _parse_flow(text, filename, overrides)
-
-
-def _parse_flow(text: str, filename: str, overrides: dict[str, str] | None) -> Flow:
     try:
         tree = parse(text, filename)
         transformer = FlowTransformer(filename, overrides)
