@@ -222,11 +222,7 @@ class FlowTransformer(ExpressionRules):
                                                                 "settings are: " + ", ".join(SETTING_NAMES))))
                 continue
             try:
-                coerced = Settings().with_overrides({key: value})
-                problem = setting_problem(key, getattr(coerced, key))
-                if problem:
-                    raise ValueError(problem)
-                self.flow.configure(**{key: value})
+                self.flow.configure(**{key: value})  # refuses a value past its bound, too
             except (ValueError, TypeError) as e:
                 self.diagnostics.append(Diagnostic(f"{e} (from the command line)", loc))
 
