@@ -29,15 +29,18 @@ from ..builder import Branches, Flow, Stream, Table, WindowSpec, hopping, sessio
 from ..builder.flow import AGENT_PATH
 from ..builder.windows import agg
 from ..ir import expr as ir
+from ..ir.bounds import MAX_PARTITIONS, partitions_problem, setting_problem, shown_number
 from ..ir.diagnostics import Diagnostic
-from ..ir.durations import format_duration, parse_duration
+from ..ir.durations import format_duration
 from ..ir.location import SourceLocation
 from ..ir.nodes import AGGREGATE_FUNCTIONS, EMIT_MODES, SERIALIZERS, TIME_SOURCES, Aggregation
 from ..ir.settings import (SETTING_NAMES, TEXT_SETTINGS, RefusedSetting, SettingError, UnknownSetting, expected_for, parse_setting,
                            suggest_setting)
 from ..ir.types import ANY, RecordType, Field, Type
 from .diagnostics import LangError, Silent, did_you_mean
-from .expressions import ExpressionRules, UdfInfo, check_udf_path, decode_string, field_path_text
+from .expressions import (ExpressionRules, UdfInfo, check_udf_path, decimal_number, decode_string, duration_ms,
+                          field_path_text, whole_number)
+from .parser import gc_paused
 
 WINDOWS: dict[str, Callable[..., WindowSpec]] = {"tumbling": tumbling, "hopping": hopping, "sliding": sliding,
                                                  "session": session}
@@ -146,7 +149,8 @@ class FlowTransformer(ExpressionRules):
         (lark re-wraps a `v_args` method on every call, which was a third of the time).
         """
         # One statement at a time, so a statement too deep for Python's stack fails alone.
-        return self._apply_rule(tree, [self._statement(c) for c in tree.children])
+        with gc_paused():
+            return self._apply_rule(tree, [self._statement(c) for c in tree.children])
 
     def _statement(self, tree: Tree) -> Any:
         try:
@@ -196,7 +200,11 @@ class FlowTransformer(ExpressionRules):
             if option.name in values:
                 self.diagnostics.append(Diagnostic(f"setting '{option.name}' is given twice", option.loc))
                 continue
-            values[option.name] = option.value  # parsed and checked by `setting`
+            problem = setting_problem(option.name, option.value)  # parsed and checked by `setting`
+            if problem:
+                self.diagnostics.append(Diagnostic(problem, option.loc))
+                continue
+            values[option.name] = option.value
         try:
             self.flow = Flow(name, **values)
         except ValueError as e:
@@ -208,10 +216,10 @@ class FlowTransformer(ExpressionRules):
         # first and say so; these diagnostics are for Python callers of `parse_flow`.
         for key, value in self.overrides.items():
             try:
-                self.flow.configure(**{key: value})
+                self.flow.configure(**{key: value})  # refuses a value past its bound, too
             except UnknownSetting:
                 self.diagnostics.append(Diagnostic(f"unknown setting '{key}' (an override)", loc, suggest_setting(key)))
-            except SettingError as e:
+            except (ValueError, TypeError) as e:
                 self.diagnostics.append(Diagnostic(f"{e} (an override)", loc))
 
     def pipeline_name(self, meta: Any, children: list[Token]) -> tuple[SourceLocation, str]:
@@ -309,9 +317,14 @@ class FlowTransformer(ExpressionRules):
         return Option("key", children[0], self._loc(meta))
 
     def partitions_option(self, meta: Any, children: list[Token]) -> Option:
-        count = int(children[0].value)
-        if count < 1:
-            raise LangError("partitions must be at least 1", self._loc(children[0]))
+        text = children[0].value
+        digits = len(text.lstrip("0"))  # int() refuses more than 4,300 digits: compare lengths first
+        count = int(text) if digits <= len(str(MAX_PARTITIONS)) else None
+        problem = (partitions_problem(count) if count is not None
+                   else f"partitions must be between 1 and {MAX_PARTITIONS}, not {shown_number(text)}")
+        if problem:
+            hint = "" if count is not None and count < 1 else "Kafka's guidance is a few thousand partitions per broker"
+            raise LangError(problem, self._loc(children[0]), hint)
         return Option("partitions", count, self._loc(meta))
 
     def serializer_option(self, meta: Any, children: list[Token]) -> Option:
@@ -555,7 +568,7 @@ class FlowTransformer(ExpressionRules):
         if not value:
             raise LangError(f"'every {interval.value}' needs a value to emit", loc,
                             f"every {interval.value} emit {{ at: now() }}")
-        return TimerSource(format_duration(parse_duration(interval.value)), value[0], loc)
+        return TimerSource(format_duration(duration_ms(interval, self.file)), value[0], loc)
 
     def timer_emit(self, meta: Any, children: list[ir.Expr]) -> ir.Expr:
         return children[0]
@@ -630,7 +643,7 @@ class FlowTransformer(ExpressionRules):
         for key in ("grace", "expires"):
             if key in options:
                 kwargs[key] = format_duration(options[key].value)
-        size = format_duration(parse_duration(size_token.value))
+        size = format_duration(duration_ms(size_token, self.file))
         try:
             if kind == "hopping":
                 spec = hopping(size, format_duration(step.value), **kwargs)  # type: ignore[union-attr]
@@ -649,7 +662,7 @@ class FlowTransformer(ExpressionRules):
         return Option(name, value, self._loc(meta))
 
     def _duration_option(self, name: str, meta: Any, children: list[Token]) -> Option:
-        return Option(name, parse_duration(children[0].value), self._loc(meta))
+        return Option(name, duration_ms(children[0], self.file), self._loc(meta))
 
     def window_step(self, meta: Any, children: list[Token]) -> Option:
         return self._duration_option("step", meta, children)
@@ -774,7 +787,7 @@ class FlowTransformer(ExpressionRules):
         return str(children[0].value)
 
     def join_within(self, meta: Any, children: list[Token]) -> Option:
-        return Option("within", parse_duration(children[0].value), self._loc(meta))
+        return Option("within", duration_ms(children[0], self.file), self._loc(meta))
 
     def join_on(self, meta: Any, children: list[Any]) -> Option:
         loc = self._loc(meta)
@@ -966,11 +979,11 @@ def _setting_value(name: str, token: Token, file: str, loc: SourceLocation) -> A
             raise LangError(f"setting '{name}' must be {expected_for(name)}, not a string", loc)
         value: Any = decode_string(token, file)
     elif token.type == "INT":
-        value = int(text)
+        value = whole_number(token, file)
     elif token.type == "FLOAT":
-        value = float(text)
+        value = decimal_number(token, file)
     elif token.type == "DURATION":
-        value = timedelta(milliseconds=parse_duration(text))
+        value = timedelta(milliseconds=duration_ms(token, file))
     elif text in ("true", "false"):
         value = text == "true"
     else:
