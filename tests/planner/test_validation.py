@@ -269,7 +269,7 @@ def test_duplicate_name_for_two_stateful_steps_is_a_builder_error():
     with pytest.raises(ValueError) as e:
         s.group_by("account_id").count(name="c2")  # @dup-builder
     assert str(e.value) == (f"{at('dup-builder')}: this step would be named 'w.by_account_id' like an earlier one; "
-                            "its topic or store name derives from it, so give it a name: name=\"...\"")
+                            "its topic or store name derives from it, so give it a name: .group_by(..., name=\"...\")")
 
 
 def test_window_without_aggregation():
