@@ -67,10 +67,16 @@ def state_dir_for(transport: Any, data_dir: str) -> str | None:
 async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
     """Run `plan` until stopped (or idle); returns the monitor with everything counted."""
     topics = {t.name: t for t in plan.topics}
-    for topic, _ in options.inputs + options.outputs:
+    user = ", ".join(sorted(t.name for t in plan.topics if not t.internal))
+    for topic, _ in options.inputs:
         if topic not in topics:
-            user = sorted(t.name for t in plan.topics if not t.internal)
-            raise InputError(f"pipeline {plan.name} has no topic '{topic}'; its topics are: {', '.join(user)}")
+            raise InputError(f"pipeline {plan.name} has no topic '{topic}'; its topics are: {user}")
+    for topic, _ in options.outputs:
+        if topic not in topics:
+            # What was dead-lettered is the first thing to look at, and its topic is internal.
+            dead = ", ".join(t.name for t in plan.topics if t.role == "dead-letter")
+            raise InputError(f"pipeline {plan.name} has no topic '{topic}'; its topics are: {user}, and its "
+                             f"dead-letter topic {dead}")
     data_dir = data_dir_for(plan, options)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     broker = options.broker or plan.settings.broker
