@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dataflow import Flow, Record, agg, col, hopping, lit, tumbling
+from dataflow import Flow, Record, agg, col, hopping, lit, session, tumbling
 from dataflow.builder import Col, Stream, Table
 from dataflow.ir import expr as ir
 from dataflow.ir import nodes as n
@@ -294,10 +294,14 @@ def test_window_parameters():
     s.window(tumbling(0)).count(name="a")  # @size-zero
     s.window(hopping("1m", 0)).count(name="b")  # @step-zero
     s.window(tumbling("1m", grace="30s", expires="1m")).count(name="c")  # @expires
+    s.window(session(0)).count(name="d")  # @gap-zero
+    s.window(session("1m", grace="30s", expires="1m")).count(name="e")  # @session-expires
     assert found(flow) == [
         ("a window needs a size above zero", "", at("size-zero")),
         ("a hopping window needs a step above zero", "", at("step-zero")),
         ("a window cannot expire before it closes (expires < size + grace)", "", at("expires")),
+        ("a session window needs a gap above zero", "", at("gap-zero")),
+        ("a window cannot expire before it closes (expires < gap + grace)", "", at("session-expires")),
     ]
 
 
