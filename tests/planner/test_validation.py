@@ -153,12 +153,15 @@ def test_event_time_fields_must_exist_and_hold_time():
     s.window(tumbling("1m", on="account_id")).count(name="n")  # @window-ts
     flow.source("d", value=Withdrawal, timestamp="amount").to("z")  # @ts-float
     s.window(tumbling("1m", on="amount"), name="w2").count(name="m")  # @window-float
-    declare = "declare it timestamp (epoch ms), timestamp(s) or an int of epoch ms"
+    def text(field: str) -> str:
+        return (f"if it holds ISO-8601 text, declare the field '{field}' timestamp (ISO-8601 text is read in every "
+                f"unit), or set the time in a stage: `event_time parse_time({field})` (builder: "
+                f"`.event_time(fn.parse_time(col(\"{field}\")))`)")
     seconds = "if it holds epoch seconds (e.g. 1700000000.123), declare the field timestamp(s)"
     assert found(flow) == [
-        ("the event-time field 'country' must be a timestamp, got str", declare, at("ts-type")),
+        ("the event-time field 'country' must be a timestamp, got str", text("country"), at("ts-type")),
         ("unknown field 'tz' in Withdrawal", "fields are: account_id, amount, country, ts", at("ts-missing")),
-        ("the event-time field 'account_id' must be a timestamp, got str", declare, at("window-ts")),
+        ("the event-time field 'account_id' must be a timestamp, got str", text("account_id"), at("window-ts")),
         ("the event-time field 'amount' is a float; event time must be a timestamp or an int of epoch ms",
          seconds, at("ts-float")),
         ("the event-time field 'amount' is a float; event time must be a timestamp or an int of epoch ms",
