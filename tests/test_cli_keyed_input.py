@@ -112,3 +112,28 @@ def test_a_timestamp_or_headers_that_cannot_be_sent_stop_the_run_with_one_line(w
         result = run("per_minute.flow", "-b", "memory://", "--keyed", "-i", "visits=-", input=LINE + extra + "\n")
     assert result.exit_code == 1
     assert result.stderr == f"error: {error}\n"
+
+
+def test_what_tail_prints_can_be_sent_again_with_its_times_and_headers(workdir):
+    write_lines("in.jsonl",
+                {"key": "ann", "value": {"user": "ann"}, "timestamp": 1700000000123, "headers": {"source": "a"}},
+                {"key": None, "value": {"user": "bob"}, "timestamp": "2023-11-14T22:13:20Z"})
+    cli = CliRunner()
+    sent = cli.invoke(app, ["send", "first", "in.jsonl", "--keyed", "--create", "--data-dir", "d"])
+    assert (sent.exit_code, sent.stderr) == (0, "sent 2 records to first\n")
+    tailed = cli.invoke(app, ["tail", "first", "--from-beginning", "--data-dir", "d"])
+    Path("tailed.jsonl").write_text(tailed.stdout)
+    again = cli.invoke(app, ["send", "second", "tailed.jsonl", "--keyed", "--create", "--data-dir", "d"])
+    assert again.exit_code == 0, again.output
+    rows = [orjson.loads(line) for line in cli.invoke(app, ["tail", "second", "--from-beginning", "--data-dir",
+                                                            "d"]).stdout.splitlines()]
+    assert [(r["key"], r["value"], r["timestamp"], r.get("headers")) for r in rows] == [
+        ("ann", {"user": "ann"}, 1700000000123, {"source": "a"}), (None, {"user": "bob"}, 1700000000000, None)]
+
+
+def test_send_refuses_a_timestamp_it_cannot_send_and_sends_nothing(workdir):
+    Path("bad.jsonl").write_text('{"key": "a", "value": 1}\n{"key": "b", "value": 2, "timestamp": "soon"}\n')
+    result = CliRunner().invoke(app, ["send", "t", "bad.jsonl", "--keyed", "--create", "--data-dir", "d"])
+    assert (result.exit_code, result.stderr) == (1, (
+        "bad.jsonl:2: error: \"timestamp\" 'soon' is not ISO-8601 text; write epoch milliseconds as a JSON number, "
+        "or text such as \"2024-01-01T00:00:00Z\"; nothing was sent\n"))

@@ -189,17 +189,35 @@ def input_record(topic: str, line: bytes, serializer: str, keyed: bool) -> Produ
     if not isinstance(obj, dict) or "value" not in obj:
         return ProducerRecord(topic, None, line)
     key = obj.get("key")
+    try:
+        timestamp, headers = keyed_line_extras(obj)
+    except ValueError as e:
+        raise InputError(f"{e} ({_excerpt(line)})") from None
     return ProducerRecord(topic, orjson.dumps(key) if key is not None else None, codec.dumps(obj["value"]),
-                          timestamp=_line_timestamp(obj.get("timestamp"), line),
-                          headers=_line_headers(obj.get("headers"), line))
+                          timestamp=timestamp, headers=headers)
 
 
 #: A message timestamp is a signed 64-bit int of epoch ms on every transport; before 1970 none accepts it.
 _MAX_MESSAGE_TIMESTAMP = 2**63 - 1
 
 
-def _line_timestamp(value: Any, line: bytes) -> int | None:
-    """A keyed line's "timestamp": None (the broker stamps the time of sending), epoch ms or ISO text."""
+def keyed_line_extras(line: dict[str, Any]) -> tuple[int | None, tuple[tuple[str, bytes], ...]]:
+    """The message timestamp and headers a keyed line gives (`dataflow run --keyed`,
+    `dataflow send --keyed`), or ValueError saying what is wrong with them.
+
+    "timestamp" is epoch milliseconds or ISO-8601 text (None: the broker stamps the time of
+    sending); "headers" an object of text, sent as UTF-8 (as `--output` decodes them).
+
+    >>> keyed_line_extras({"key": 1, "value": 2, "timestamp": 5, "headers": {"h": "x"}})
+    (5, (('h', b'x'),))
+    >>> keyed_line_extras({"value": 2, "timestamp": 1.5})
+    Traceback (most recent call last):
+    ValueError: "timestamp" must be epoch milliseconds (an int) or ISO-8601 text, got 1.5
+    """
+    return _line_timestamp(line.get("timestamp")), _line_headers(line.get("headers"))
+
+
+def _line_timestamp(value: Any) -> int | None:
     if value is None:
         return None
     if type(value) is float and value.is_integer():
@@ -210,24 +228,22 @@ def _line_timestamp(value: Any, line: bytes) -> int | None:
         try:
             ms = parse_iso(value)
         except ValueError:
-            raise InputError(f'"timestamp" {value[:40]!r} is not ISO-8601 text; write epoch milliseconds as a '
-                             f'JSON number, or text such as "2024-01-01T00:00:00Z" ({_excerpt(line)})') from None
+            raise ValueError(f'"timestamp" {value[:40]!r} is not ISO-8601 text; write epoch milliseconds as a '
+                             'JSON number, or text such as "2024-01-01T00:00:00Z"') from None
     else:
-        raise InputError(f'"timestamp" must be epoch milliseconds (an int) or ISO-8601 text, got '
-                         f"{orjson.dumps(value).decode()[:40]} ({_excerpt(line)})")
+        raise ValueError('"timestamp" must be epoch milliseconds (an int) or ISO-8601 text, got '
+                         f"{orjson.dumps(value).decode()[:40]}")
     if not 0 <= ms <= _MAX_MESSAGE_TIMESTAMP:
-        raise InputError(f'"timestamp" {value!r} is out of range for a message timestamp (epoch milliseconds '
-                         f"from 1970 on) ({_excerpt(line)})")
+        raise ValueError(f'"timestamp" {value!r} is out of range for a message timestamp (epoch milliseconds '
+                         "from 1970 on)")
     return ms
 
 
-def _line_headers(value: Any, line: bytes) -> tuple[tuple[str, bytes], ...]:
-    """A keyed line's "headers": an object of text values, sent as UTF-8 (as `--output` decodes them)."""
+def _line_headers(value: Any) -> tuple[tuple[str, bytes], ...]:
     if value is None:
         return ()
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise InputError(f'"headers" must be an object of text values, such as {{"source": "import"}} '
-                         f"({_excerpt(line)})")
+        raise ValueError('"headers" must be an object of text values, such as {"source": "import"}')
     return tuple((name, text.encode()) for name, text in value.items())
 
 
