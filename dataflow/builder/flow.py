@@ -36,6 +36,8 @@ AGENT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 ANCHOR_KINDS = {"source", "table_source", "timer", "group_by", "through", "window", "aggregate", "table", "join",
                 "merge", "branch"}
+#: The builder method that makes a step of a kind, where the two differ (named in hints).
+_METHOD_OF_KIND = {"table": "to_table"}
 #: kinds whose derived name must be unique rather than suffixed: topics and stores derive from them,
 #: or from the names of the steps they anchor (so a counted suffix would leak into a topic or store name)
 NAMED_STATE_KINDS = {"group_by", "select_key", "through", "window", "aggregate", "table", "join", "merge", "branch"}
@@ -202,8 +204,9 @@ class Flow:
         if base not in self._topology:
             return base
         if kind in NAMED_STATE_KINDS:
+            method = _METHOD_OF_KIND.get(kind, kind)
             raise ValueError(f"{loc}: this step would be named '{base}' like an earlier one; its topic or store "
-                             f"name derives from it, so give it a name: name=\"...\"")
+                             f"name derives from it, so give it a name: .{method}(..., name=\"...\")")
         i = self._suffixes.get(base, 1) + 1
         while f"{base}_{i}" in self._topology:
             i += 1

@@ -73,6 +73,7 @@ class Step:
     needs: str = "stream"  # stream | table | any | none (a pipe's first step)
     makes_node: bool = True
     sink: bool = False
+    text: str = ""  # the stage as written (canonical spacing), where a hint quotes it
 
 
 @dataclass
@@ -455,7 +456,10 @@ class FlowTransformer(ExpressionRules):
             try:
                 handle = step.apply(handle, name if i == target else None)
             except (ValueError, KeyError) as e:
-                raise _builder_error(e, step.loc) from None
+                first_stage = len(steps) - len(stages)
+                raise _builder_error(e, step.loc, lambda base: self._naming_hint(
+                    source, stages[:i - first_stage] if i >= first_stage else None, step, steps[i + 1:],
+                    name, kind, base)) from None
             if i == target:
                 named = handle
         return handle, named
@@ -468,6 +472,22 @@ class FlowTransformer(ExpressionRules):
             raise LangError(f"'{step.kind}' needs a table, but its input is a stream", step.loc,
                             "make a table with '| to_table' or an aggregate")
 
+    def _naming_hint(self, source: Ref | TopicSource | TimerSource, before: list[Step] | None, step: Step,
+                     after: list[Step], decl: str | None, decl_kind: str | None, base: str) -> str:
+        """What to write so that `step`, whose derived name clashes, gets its own: end a stream
+        declaration at it and continue from that name, e.g. for `table b = by_user | window
+        session 30s | aggregate {...}`: `stream b_window = by_user | window session 30s`, then
+        `table b = b_window | aggregate ...`."""
+        stage = step.text or f"{step.kind} ..."
+        head = _ref_text(source) if before == [] else f"{_ref_text(source)} | ..." if before else "..."
+        new = f"{decl}_{step.kind}" if decl else base.replace(".", "_") + "_2"
+        while new in self.declared or new in self.flow._topology:
+            new += "_2"
+        hint = f"name the {step.kind.replace('_', ' ')}: `stream {new} = {head} | {stage}`"
+        if after:
+            rest = f"{new} | {after[0].kind} ..."
+            return hint + f", then `{decl_kind} {decl} = {rest}`" if decl else hint + f", then `{rest}`"
+        return hint
     def _topic_step(self, source: TopicSource, kind: str | None) -> Step:
         self._topic(source.topic, source.loc)
 
@@ -593,7 +613,9 @@ class FlowTransformer(ExpressionRules):
         key, *options = children
         loc = self._loc(meta)
         partitions = options[0].value if options else None
-        return Step("group_by", loc, lambda h, name: h.group_by(key, name=name, partitions=partitions, loc=loc))
+        text = f"group_by {ir.render(key)}" + (f" partitions {partitions}" if partitions else "")
+        return Step("group_by", loc, lambda h, name: h.group_by(key, name=name, partitions=partitions, loc=loc),
+                    text=text)
 
     def select_key_stage(self, meta: Any, children: list[Any]) -> Step:
         (key,) = children
@@ -651,7 +673,8 @@ class FlowTransformer(ExpressionRules):
                 spec = WINDOWS[kind](size, **kwargs)
         except ValueError as e:
             raise LangError(str(e).replace("on='ts'", "on ts"), loc) from None
-        return Step("window", loc, lambda h, name: h.window(spec, name=name, loc=loc))
+        text = " ".join([f"window {kind} {size_token.value}", *(_option_text(o) for o in rest)])
+        return Step("window", loc, lambda h, name: h.window(spec, name=name, loc=loc), text=text)
 
     def _choice(self, name: str, what: str, allowed: Sequence[str], hint: str, meta: Any,
                 children: list[Token]) -> Option:
@@ -959,6 +982,12 @@ def _quote_topic(topic: str) -> str:
     return topic_name(topic)
 
 
+def _option_text(option: Option) -> str:
+    """A window option as `dataflow fmt` writes it: `grace 10s`, `on ts`, `time processing`."""
+    value = option.value
+    return f"{option.name} {format_duration(value) if isinstance(value, int) else value}"
+
+
 def _ref_text(ref: Ref | TopicSource | TimerSource) -> str:
     if isinstance(ref, TopicSource):
         return f"topic {ref.topic}"
@@ -997,7 +1026,8 @@ def _setting_value(name: str, token: Token, file: str, loc: SourceLocation) -> A
         raise LangError(f"setting '{name}' must be {e.expected}, not {shown}", loc) from None
 
 
-def _builder_error(error: Exception, loc: SourceLocation) -> LangError:
+def _builder_error(error: Exception, loc: SourceLocation,
+                   naming_hint: Callable[[str], str] | None = None) -> LangError:
     """A builder ValueError as a diagnostic in `.flow` words (no `name=` advice meant for Python)."""
     message = str(error.args[0]) if error.args else str(error)
     prefix = f"{loc}: "
@@ -1008,7 +1038,9 @@ def _builder_error(error: Exception, loc: SourceLocation) -> LangError:
     if "already exists" in message:
         return LangError(message.split(";")[0], loc, "choose another name")
     if "would be named" in message:
+        base = message.split("'")[1]  # this step would be named 'BASE' like an earlier one
         return LangError(message.split(";")[0], loc,
+                         "its topic or store name derives from it; " + naming_hint(base) if naming_hint else
                          "its topic or store name derives from it: declare it with its own name, "
                          "`stream NAME = ...` or `table NAME = ...`")
     return LangError(message, loc)

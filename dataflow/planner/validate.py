@@ -133,7 +133,9 @@ def _windows(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagn
             out.append(Diagnostic(f"window '{node.name}' is not followed by an aggregation", node.loc,
                                   "add an aggregate step, e.g. aggregate(n=agg.count())", rule="window"))
         if node.size_ms <= 0:
-            out.append(Diagnostic("a window needs a size above zero", node.loc, rule="window"))
+            # A session window's SIZE is its gap (events closer than it form one session).
+            what = "a session window needs a gap" if node.window == "session" else "a window needs a size"
+            out.append(Diagnostic(f"{what} above zero", node.loc, rule="window"))
         if node.window == "hopping":
             if not node.step_ms or node.step_ms <= 0:
                 out.append(Diagnostic("a hopping window needs a step above zero", node.loc, rule="window"))

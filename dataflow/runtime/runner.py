@@ -2,7 +2,8 @@
 
 Inputs (`--input TOPIC=FILE.jsonl`) are produced before the worker starts
 consuming (stdin is fed while it runs). Each line is a JSON value; with
-`keyed=True` a `{"key": ..., "value": ...}` object. A line that is not valid
+`keyed=True` a `{"key": ..., "value": ...}` object, optionally with the message's
+`"timestamp"` and `"headers"` (the shape outputs are written in). A line that is not valid
 JSON is still produced, byte for byte, so the worker dead-letters it with the
 reason instead of the run failing. Outputs (`--output TOPIC=FILE|-`) are read
 back from the sink topic by a consumer of their own and written as JSON lines
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from ..ir.timestamps import parse_iso
 from ..planner.plan import ExecutionPlan
 from ..transport.base import TP, Consumer, Message, ProducerRecord, Transport, open_transport
 from .codecs import get_codec
@@ -65,10 +67,16 @@ def state_dir_for(transport: Any, data_dir: str) -> str | None:
 async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
     """Run `plan` until stopped (or idle); returns the monitor with everything counted."""
     topics = {t.name: t for t in plan.topics}
-    for topic, _ in options.inputs + options.outputs:
+    user = ", ".join(sorted(t.name for t in plan.topics if not t.internal))
+    for topic, _ in options.inputs:
         if topic not in topics:
-            user = sorted(t.name for t in plan.topics if not t.internal)
-            raise InputError(f"pipeline {plan.name} has no topic '{topic}'; its topics are: {', '.join(user)}")
+            raise InputError(f"pipeline {plan.name} has no topic '{topic}'; its topics are: {user}")
+    for topic, _ in options.outputs:
+        if topic not in topics:
+            # What was dead-lettered is the first thing to look at, and its topic is internal.
+            dead = ", ".join(t.name for t in plan.topics if t.role == "dead-letter")
+            raise InputError(f"pipeline {plan.name} has no topic '{topic}'; its topics are: {user}, and its "
+                             f"dead-letter topic {dead}")
     data_dir = data_dir_for(plan, options)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     broker = options.broker or plan.settings.broker
@@ -97,6 +105,8 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
         for topic, path in options.inputs:
             if path == "-":
                 feeders.append(asyncio.create_task(feed_stdin(transport, plan, topic, options.keyed)))
+                # A line stdin cannot send (a bad "timestamp") stops the run with its error.
+                feeders[-1].add_done_callback(lambda f: _failed(f) is None or worker.request_stop())
         for topic, path in options.outputs:
             tailer = _Tailer(transport, plan, topic, path, options.stdout)
             await tailer.start()
@@ -113,6 +123,9 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
 
         await worker.run(until_idle=options.until_idle, idle_when=inputs_done,
                          bounded=options.until_idle and options.bounded)
+        for f in feeders:
+            if (error := _failed(f)) is not None:
+                raise error
         for t in tailers:
             t.finish()
         await asyncio.gather(*tail_tasks)
@@ -132,6 +145,10 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
     return worker.monitor
 
 
+def _failed(task: asyncio.Task[Any]) -> BaseException | None:
+    return task.exception() if task.done() and not task.cancelled() else None
+
+
 def _stop_all(worker: Worker, tailers: list["_Tailer"], sig: int | None = None) -> None:
     if sig is not None:
         worker.monitor.stopped_by = sig  # the command's exit status reports an interrupt (130 for Ctrl-C)
@@ -142,18 +159,97 @@ def _stop_all(worker: Worker, tailers: list["_Tailer"], sig: int | None = None) 
 
 def encode_line(line: bytes, serializer: str, keyed: bool) -> tuple[bytes | None, bytes]:
     """The key and value bytes for one input line (malformed lines pass through unchanged)."""
+    record = input_record("", line, serializer, keyed)
+    return record.key, record.value or b""
+
+
+def input_record(topic: str, line: bytes, serializer: str, keyed: bool) -> ProducerRecord:
+    """The record to produce for one input line.
+
+    A line that is not JSON (or, keyed, not an object with a "value") passes through
+    unchanged as the value, so the worker dead-letters it with the reason. A keyed line may
+    also carry the message's "timestamp" (epoch ms, or ISO-8601 text) and "headers" (an
+    object of text), as `--output` and `dataflow tail` print them, so that what one run
+    writes can be fed to another; its other fields ("topic", "partition", "offset") are
+    ignored. A timestamp or headers that cannot be sent are an InputError.
+
+    >>> r = input_record("t", b'{"key": "a", "value": 1, "timestamp": "2024-01-01T00:00:00Z", '
+    ...                  b'"headers": {"h": "x"}}', "json", keyed=True)
+    >>> r.key, r.value, r.timestamp, r.headers
+    (b'"a"', b'1', 1704067200000, (('h', b'x'),))
+    """
     line = line.strip()
     codec = get_codec(serializer)
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return None, line
-    if keyed:
-        if not isinstance(obj, dict) or "value" not in obj:
-            return None, line
-        key = obj.get("key")
-        return (orjson.dumps(key) if key is not None else None), codec.dumps(obj["value"])
-    return None, (line if serializer == "json" else codec.dumps(obj))
+        return ProducerRecord(topic, None, line)
+    if not keyed:
+        return ProducerRecord(topic, None, line if serializer == "json" else codec.dumps(obj))
+    if not isinstance(obj, dict) or "value" not in obj:
+        return ProducerRecord(topic, None, line)
+    key = obj.get("key")
+    try:
+        timestamp, headers = keyed_line_extras(obj)
+    except ValueError as e:
+        raise InputError(f"{e} ({_excerpt(line)})") from None
+    return ProducerRecord(topic, orjson.dumps(key) if key is not None else None, codec.dumps(obj["value"]),
+                          timestamp=timestamp, headers=headers)
+
+
+#: A message timestamp is a signed 64-bit int of epoch ms on every transport; before 1970 none accepts it.
+_MAX_MESSAGE_TIMESTAMP = 2**63 - 1
+
+
+def keyed_line_extras(line: dict[str, Any]) -> tuple[int | None, tuple[tuple[str, bytes], ...]]:
+    """The message timestamp and headers a keyed line gives (`dataflow run --keyed`,
+    `dataflow send --keyed`), or ValueError saying what is wrong with them.
+
+    "timestamp" is epoch milliseconds or ISO-8601 text (None: the broker stamps the time of
+    sending); "headers" an object of text, sent as UTF-8 (as `--output` decodes them).
+
+    >>> keyed_line_extras({"key": 1, "value": 2, "timestamp": 5, "headers": {"h": "x"}})
+    (5, (('h', b'x'),))
+    >>> keyed_line_extras({"value": 2, "timestamp": 1.5})
+    Traceback (most recent call last):
+    ValueError: "timestamp" must be epoch milliseconds (an int) or ISO-8601 text, got 1.5
+    """
+    return _line_timestamp(line.get("timestamp")), _line_headers(line.get("headers"))
+
+
+def _line_timestamp(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is int:
+        ms = value
+    elif type(value) is str:
+        try:
+            ms = parse_iso(value)
+        except ValueError:
+            raise ValueError(f'"timestamp" {value[:40]!r} is not ISO-8601 text; write epoch milliseconds as a '
+                             'JSON number, or text such as "2024-01-01T00:00:00Z"') from None
+    else:
+        raise ValueError('"timestamp" must be epoch milliseconds (an int) or ISO-8601 text, got '
+                         f"{orjson.dumps(value).decode()[:40]}")
+    if not 0 <= ms <= _MAX_MESSAGE_TIMESTAMP:
+        raise ValueError(f'"timestamp" {value!r} is out of range for a message timestamp (epoch milliseconds '
+                         "from 1970 on)")
+    return ms
+
+
+def _line_headers(value: Any) -> tuple[tuple[str, bytes], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError('"headers" must be an object of text values, such as {"source": "import"}')
+    return tuple((name, text.encode()) for name, text in value.items())
+
+
+def _excerpt(line: bytes) -> str:
+    text = line.decode("utf-8", "replace")
+    return f"input line {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
 async def feed(transport: Transport, plan: ExecutionPlan, topic: str, lines: list[bytes], keyed: bool,
@@ -167,8 +263,7 @@ async def feed(transport: Transport, plan: ExecutionPlan, topic: str, lines: lis
         for line in lines:
             if not line.strip():
                 continue
-            key, value = encode_line(line, serializer, keyed)
-            pending.append(ProducerRecord(topic, key, value))
+            pending.append(input_record(topic, line, serializer, keyed))
             if len(pending) >= batch:
                 await producer.send_batch(pending)
                 sent += len(pending)

@@ -51,7 +51,7 @@ from ..planner.plan import ExecutionPlan
 from ..planner.render import to_text
 from ..runtime.codecs import get_codec
 from ..runtime.flow_timers import stop_timers
-from ..runtime.query import UnknownTable, table_names
+from ..runtime.query import table_names, unknown_table
 from ..runtime.runner import decoded_value, json_or_text
 from ..runtime.watermarks import is_heartbeat
 from ..runtime.worker import Worker, WorkerOptions
@@ -201,8 +201,7 @@ class PipelineDriver:
         ``window_start`` and ``window_end``."""
         self._open()
         if name not in table_names(self.plan):
-            raise UnknownTable(f"pipeline {self.plan.name} has no table {name!r}; "
-                               f"its tables are: {', '.join(table_names(self.plan)) or 'none'}")
+            raise unknown_table(self.plan, name)
         return self.worker.tables[name].rows()
 
     def plan_text(self, locations: bool = True) -> str:
