@@ -93,7 +93,8 @@ def test_a_full_disk_is_one_line_with_a_hint(workdir: Path, monkeypatch: pytest.
         raise plyvel.IOError(f"IO error: {data_dir}/log/000005.log: No space left on device".encode())
 
     monkeypatch.setattr(LocalLog, "_write_batch", staticmethod(full))
-    result = run(data_dir, "--input", "lines=in.jsonl")
+    Path("more.jsonl").write_text('"d"\n')
+    result = run(data_dir, "--input", "lines=more.jsonl")
     assert result.exit_code == 1
     assert result.stderr == (f"error: local log {data_dir}/log: the disk is full (No space left on device); "
                              f"{HINT_FULL}\n")

@@ -302,6 +302,8 @@ def run_command(
     outputs: Optional[list[str]] = typer.Option(None, "--output", "-o", metavar="TOPIC=FILE", help="TOPIC=FILE.jsonl|- to write what a "
                                                 "topic receives; repeatable."),
     keyed: bool = typer.Option(False, "--keyed", help='Input lines are {"key": ..., "value": ...} objects.'),
+    reread: bool = typer.Option(False, "--reread", help="Produce each --input file from its start again, even if "
+                                "an earlier run read it (on the local log a rerun goes on where the last stopped)."),
     until_idle: bool = typer.Option(False, "--until-idle", help="Stop once every input is consumed and every "
                                     "agent is idle; the input is bounded: its end closes every window and "
                                     "emits unmatched join rows."),
@@ -327,7 +329,7 @@ def run_command(
     from ..transport.base import TransportError
 
     options = RunOptions(broker=broker, data_dir=data_dir, inputs=_pairs(inputs, "--input"),
-                         outputs=_pairs(outputs, "--output"), keyed=keyed, until_idle=until_idle,
+                         outputs=_pairs(outputs, "--output"), keyed=keyed, reread=reread, until_idle=until_idle,
                          bounded=until_idle and not unbounded,
                          progress=not quiet and log_format == "text" and sys.stderr.isatty())
     if unbounded and not until_idle:
