@@ -16,7 +16,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgpack
 import orjson
 import plyvel
 import pytest
@@ -25,6 +24,7 @@ from typer.testing import CliRunner
 import dataflow.transport.local as local_module
 from dataflow.cli import app
 from dataflow.transport.local import LocalLog
+from tests.local_log_damage import corrupt_record
 
 COUNTING = '''
 from dataflow import Flow
@@ -195,31 +195,6 @@ def test_a_corrupt_table_store_is_rebuilt_from_its_changelog_and_said_once(workd
 
 
 # -- corrupt log ----------------------------------------------------------------------------
-
-def corrupt_record(data_dir: Path, topic: str, partition: int, offset: int, count: int) -> Path:
-    """Write `count` records (offsets from 0) of incompressible text to topic[partition], each larger than a
-    LevelDB block, move them into a table file and flip bytes inside record `offset`: exactly
-    that record's block is damaged. Returns the damaged file."""
-    rng = random.Random(11)
-    values = [orjson.dumps("".join(rng.choices(string.ascii_letters, k=6000))) for _ in range(count)]
-    db = plyvel.DB(str(data_dir / "log"))
-    try:
-        with db.write_batch(sync=True) as batch:
-            for i, value in enumerate(values):  # the local log's layout: see dataflow/transport/local.py
-                batch.put(f"m/{topic}/{partition}/".encode() + i.to_bytes(8, "big"),
-                          msgpack.packb((1, None, value, None), use_bin_type=True))
-        db.compact_range()
-    finally:
-        db.close()
-    for table in sorted((data_dir / "log").glob("*.ldb")):
-        data = bytearray(table.read_bytes())
-        at = data.find(values[offset][100:200])
-        if at >= 0:
-            data[at:at + 50] = bytes(b ^ 0xFF for b in data[at:at + 50])
-            table.write_bytes(bytes(data))
-            return table
-    raise AssertionError("record not found in any table file")
-
 
 def test_a_corrupt_log_names_the_partition_and_repair_keeps_the_rest(workdir: Path) -> None:
     data_dir = workdir / "data"

@@ -9,6 +9,7 @@ single LevelDB (keys sort bytewise, so each partition is one contiguous key rang
   ``[timestamp, key, value, headers]``)
 * ``c/<topic>/<partition>/<group>`` -- a committed offset (8 bytes big-endian)
 * ``s/<store>/<key>`` -- state-store data written through :meth:`LocalTransport.transaction`
+  (e.g. the read positions of ``--input`` files, store ``dataflow.inputs``)
 
 Durability: appends are written without fsync (they survive a crash of this process, as
 the OS has them); every commit, transaction, ``flush()`` and clean stop is written with
