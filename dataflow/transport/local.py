@@ -144,7 +144,7 @@ class LocalLog(InProcessBroker):
         for attempt in range(self._open_attempts):
             try:
                 self._db = await loop.run_in_executor(
-                    None, functools.partial(plyvel.DB, str(self.path), create_if_missing=True)
+                    None, functools.partial(plyvel.DB, str(self.path), create_if_missing=True, paranoid_checks=True)
                 )
                 break
             except plyvel.Error as exc:
@@ -342,8 +342,8 @@ class LocalLog(InProcessBroker):
 
     # -- atomic writes -------------------------------------------------------------------
 
-    def transaction(self) -> LocalTransaction:
-        return LocalTransaction(self)
+    def transaction(self, *, sync: bool = True) -> LocalTransaction:
+        return LocalTransaction(self, sync=sync)
 
     async def _write_transaction(self, txn: LocalTransaction) -> list[tuple[int, int]]:
         entries = [self._resolve(record) for record in txn.records]
@@ -352,7 +352,7 @@ class LocalLog(InProcessBroker):
                 self.spec(tp.topic)
         async with self._write_lock:
             offsets, ends = self._assign_offsets(entries)
-            batch = self.db.write_batch(sync=True)
+            batch = self.db.write_batch(sync=txn.sync)
             for entry, offset in zip(entries, offsets, strict=True):
                 batch.put(_message_prefix(entry[0]) + _OFFSET.pack(offset), _encode(entry))
             for group_id, commits in txn.commits.items():
@@ -375,7 +375,7 @@ class LocalLog(InProcessBroker):
 
 class LocalTransaction:
     """Output records, consumer offsets and state-store writes applied in ONE WriteBatch
-    (``sync=True``): after a crash either all of them are in the log or none is.
+    (``sync=True`` unless asked otherwise): after a crash either all of them are in the log or none is.
 
     Nothing is written until the ``async with`` block exits without an exception; then
     :attr:`results` holds ``(partition, offset)`` for each sent record, in order.
@@ -387,8 +387,9 @@ class LocalTransaction:
     ...         txn.put("totals", b"user-1", b"42")
     """
 
-    def __init__(self, log: LocalLog) -> None:
+    def __init__(self, log: LocalLog, *, sync: bool = True) -> None:
         self._log = log
+        self.sync = sync
         self.records: list[ProducerRecord] = []
         self.commits: dict[str, dict[TP, int]] = {}
         self.puts: list[tuple[bytes, bytes | None]] = []
@@ -476,9 +477,12 @@ class LocalTransport(InProcessTransport):
         finally:
             await self._log.close()
 
-    def transaction(self) -> LocalTransaction:
-        """An atomic batch of records, offset commits and store writes; see :class:`LocalTransaction`."""
-        return self._log.transaction()
+    def transaction(self, *, sync: bool = True) -> LocalTransaction:
+        """An atomic batch of records, offset commits and store writes; see :class:`LocalTransaction`.
+
+        ``sync=False`` skips the fsync: the batch is still all-or-nothing, and durable once the
+        next synced write (or ``flush()``) returns -- a process crash loses none of it."""
+        return self._log.transaction(sync=sync)
 
     async def commit_produced_and_offsets(
         self,
