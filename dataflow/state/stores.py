@@ -127,7 +127,8 @@ class LevelDBStore(PartitionStore):
         error: Exception | None = None
         for attempt in range(max(1, attempts)):
             try:
-                self._db = plyvel.DB(str(self.path), create_if_missing=True)
+                # paranoid: a damaged block is an error (then a rebuild), never silently dropped
+                self._db = plyvel.DB(str(self.path), create_if_missing=True, paranoid_checks=True)
                 break
             except plyvel.Error as exc:
                 if classify(exc) != "locked":  # corrupt, read-only, disk full: waiting will not help
@@ -144,7 +145,10 @@ class LevelDBStore(PartitionStore):
         self._meta = self._db.prefixed_db(_META)
 
     def get(self, key: bytes) -> bytes | None:
-        return self._data.get(key)
+        try:
+            return self._data.get(key)
+        except plyvel.Error as exc:
+            raise _store_fault(exc, self.path) from None
 
     def range(self, start: bytes | None = None, stop: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         return self._data.iterator(start=start, stop=stop)
