@@ -322,8 +322,7 @@ def run_command(
 
     from ..runtime.engine import UnsupportedNode
     from ..runtime.process import tune_for_throughput
-    from ..runtime.runner import InputError, RunOptions, run_plan, summary
-    from ..runtime.runner import data_dir_for
+    from ..runtime.runner import InputError, RunOptions, data_dir_for, run_plan, summary
     from ..runtime.state import RestoreError
     from ..state.faults import classify, storage_error
     from ..transport.base import TransportError
