@@ -227,3 +227,26 @@ def test_a_changed_input_file_is_refused_and_reread_reads_it_again(workdir: Path
     assert counts() == expected
     assert run("-q").exit_code == 0  # and the reread file is now the one whose position is kept
     assert counts() == expected
+
+
+def test_the_progress_line_shows_records_bytes_and_an_eta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from dataflow import Flow
+    from dataflow.planner import plan
+    from dataflow.runtime import runner
+
+    flow = Flow("progress", partitions=1, batch_size=2)
+    flow.source("lines", value=str).to("out")
+    Path(tmp_path / "in.jsonl").write_text('"a"\n"b"\n"c"\n"d"\n"e"\n')
+    ticks = iter(range(0, 100, 2))  # 2 s per reading: every chunk is shown
+    monkeypatch.setattr(runner, "progress_clock", lambda: next(ticks))
+    err = io.StringIO()
+    options = runner.RunOptions(data_dir=str(tmp_path / "d"), inputs=[("lines", str(tmp_path / "in.jsonl"))],
+                                until_idle=True, progress=True, stderr=err)
+    asyncio.run(runner.run_plan(plan(flow.topology()), options))
+    shown = [part for part in err.getvalue().split("\r\x1b[K") if "records ·" in part]
+    # started at 0; chunks of 2 lines (8 bytes) read at 2, 4 and 6 s, the last one 4 bytes
+    name = tmp_path / "in.jsonl"
+    assert shown == [f"{name}: 2 records · 0.0 of 0.0 MB · ETA 3s", f"{name}: 4 records · 0.0 of 0.0 MB · ETA 1s",
+                     f"{name}: 5 records · 0.0 of 0.0 MB · ETA 0s"]

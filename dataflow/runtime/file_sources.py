@@ -43,7 +43,7 @@ import orjson
 
 from ..transport.base import ProducerRecord, Transport
 
-__all__ = ["FileChanged", "FilePosition", "FileSource", "POSITIONS_STORE"]
+__all__ = ["FileChanged", "FilePosition", "FileSource", "POSITIONS_STORE", "progress_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,24 @@ class FilePosition:
         return cls(**orjson.loads(data))
 
 
+def progress_line(name: str, records: int, offset: int, size: int, read: int, seconds: float) -> str:
+    """An input file's progress: records sent, how far into the file (``offset`` of ``size``
+    bytes), and the time left at this run's pace (``read`` bytes in ``seconds``).
+
+    >>> progress_line("in.jsonl", 120_000, 25_000_000, 100_000_000, 25_000_000, 10.0)
+    'in.jsonl: 120,000 records · 25.0 of 100.0 MB · ETA 30s'
+    >>> progress_line("in.jsonl", 10, 60_000_000, 100_000_000, 10_000_000, 20.0)
+    'in.jsonl: 10 records · 60.0 of 100.0 MB · ETA 1m20s'
+    >>> progress_line("in.jsonl", 0, 0, 5_000_000, 0, 0.0)
+    'in.jsonl: 0 records · 0.0 of 5.0 MB · ETA ?'
+    """
+    eta = "?"
+    if read > 0 and seconds > 0:
+        left = round(seconds * max(0, size - offset) / read)
+        eta = f"{left // 60}m{left % 60:02d}s" if left >= 60 else f"{left}s"
+    return f"{name}: {records:,} records · {offset / 1e6:.1f} of {size / 1e6:.1f} MB · ETA {eta}"
+
+
 def _key(topic: str, path: Path) -> bytes:
     return f"{topic}\0{path}".encode()
 
@@ -87,7 +105,7 @@ class FileSource:
 
     def __init__(self, transport: Transport, topic: str, path: str | Path, *,
                  encode: Callable[[bytes], tuple[bytes | None, bytes]] | None = None, batch: int = 5000,
-                 reread: bool = False) -> None:
+                 reread: bool = False, on_chunk: Callable[[FileSource], None] | None = None) -> None:
         self.transport = transport
         self.topic = topic
         self.path = Path(path).resolve()
@@ -99,6 +117,9 @@ class FileSource:
         self.resumable = all(hasattr(transport, name) for name in ("transaction", "store_db", "log"))
         self.sent = 0
         self.start: FilePosition | None = None  # where this run began (None: at the start)
+        self.on_chunk = on_chunk  # called after each chunk is written (progress)
+        self.position: FilePosition | None = None  # how far it has read (after the first chunk)
+        self.size = 0  # the file's size when this run opened it
 
     def saved(self) -> FilePosition | None:
         """The position the last run committed for this file and topic, if any."""
@@ -131,6 +152,7 @@ class FileSource:
         digest = hashlib.sha256()
         with open(self.path, "rb") as file:
             stat = os.fstat(file.fileno())
+            self.size = stat.st_size
             position = FilePosition(stat.st_dev, stat.st_ino, 0, 0, digest.hexdigest())
             saved = None if self.reread else self.saved()
             if saved is not None:
@@ -164,6 +186,9 @@ class FileSource:
                     elif records:
                         await producer.send_batch(records)
                     self.sent += len(records)
+                    self.position = position
+                    if self.on_chunk is not None:
+                        self.on_chunk(self)
                 if producer is not None:
                     await producer.flush()
                 else:

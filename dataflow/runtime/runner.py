@@ -26,7 +26,7 @@ import orjson
 from ..planner.plan import ExecutionPlan
 from ..transport.base import TP, Consumer, Message, ProducerRecord, Transport, open_transport
 from .codecs import get_codec
-from .file_sources import FileChanged, FileSource
+from .file_sources import FileChanged, FileSource, progress_line
 from .monitor import Monitor
 from .worker import Worker, WorkerOptions
 
@@ -187,15 +187,35 @@ async def feed(transport: Transport, plan: ExecutionPlan, topic: str, lines: lis
         await producer.stop()
 
 
+#: the clock of the input progress line (a test replaces it)
+progress_clock = time.monotonic
+
+
 async def feed_file(transport: Transport, plan: ExecutionPlan, topic: str, path: str, options: RunOptions) -> int:
     """Stream a file into ``topic``, going on from where an earlier run stopped (local log)."""
     serializer, keyed = plan.topic(topic).serializer, options.keyed
+    started = last = progress_clock()
+
+    def show(source: FileSource) -> None:  # at most twice a second: a terminal line, not a log
+        nonlocal last
+        now = progress_clock()
+        if now - last >= 0.5 and source.position is not None:
+            last = now
+            begun = source.start.offset if source.start is not None else 0
+            options.stderr.write("\r\x1b[K" + progress_line(path, source.sent, source.position.offset, source.size,
+                                                            source.position.offset - begun, now - started))
+            options.stderr.flush()
+
     source = FileSource(transport, topic, path, encode=lambda line: encode_line(line, serializer, keyed),
-                        batch=plan.settings.batch_size, reread=options.reread)
+                        batch=plan.settings.batch_size, reread=options.reread,
+                        on_chunk=show if options.progress else None)
     try:
         return await source.feed()
     except FileChanged as e:
         raise InputError(str(e)) from None
+    finally:
+        if options.progress:
+            options.stderr.write("\r\x1b[K")
 
 
 async def feed_stdin(transport: Transport, plan: ExecutionPlan, topic: str, keyed: bool) -> int:
