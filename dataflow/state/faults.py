@@ -6,7 +6,7 @@ few faults a user can act on -- a full disk, a read-only or forbidden directory,
 held by another process, corrupt files -- and words each as one line with a hint.
 
 Which process holds a directory: LevelDB's ``LOCK`` file is empty, so whoever opens a
-directory writes its PID and command line into ``<dir>.owner`` (:func:`claim`); a refused
+directory writes its PID and command line into ``<dir>/OWNER`` (:func:`claim`); a refused
 open reads it back (:func:`holder`) while that process is still alive.
 
 >>> import errno
@@ -115,8 +115,8 @@ def storage_error(exc: BaseException, what: str, path: str | Path, *, corrupt_hi
 # -- who holds a directory ----------------------------------------------------------------
 
 def _owner_file(path: str | Path) -> Path:
-    path = Path(path)
-    return path.with_name(path.name + ".owner")
+    # Inside the LevelDB directory: LevelDB (and its repair) leaves files it does not name alone.
+    return Path(path) / "OWNER"
 
 
 def claim(path: str | Path) -> None:
