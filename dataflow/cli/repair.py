@@ -13,13 +13,14 @@ from typing import Optional
 import typer
 
 from . import UserError, _guard, app
-from .topics import DATA_DIR_HELP, PIPELINE_OPT_HELP, _where
+from .topics import DATA_DIR_HELP, _where
 
 
 @app.command("repair")
 def repair_command(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="DIR", help=DATA_DIR_HELP),
-    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", metavar="PIPELINE", help=PIPELINE_OPT_HELP),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", metavar="PIPELINE",
+                                           help="Repair this pipeline's data directory."),
     check: bool = typer.Option(False, "--check", help="Only read every record and say whether the log is "
                                "corrupt (exit 1 if it is); change nothing."),
 ) -> None:
