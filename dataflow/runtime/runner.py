@@ -1,7 +1,9 @@
 """`dataflow run`: feed inputs, run the worker, tail outputs, stop cleanly.
 
 Inputs (`--input TOPIC=FILE.jsonl`) are produced before the worker starts
-consuming (stdin is fed while it runs). Each line is a JSON value; with
+consuming (stdin is fed while it runs). A file is streamed in chunks and, on the
+embedded local log, resumable: its read position is written with its records, so
+a rerun goes on where the last run stopped (see `file_sources`). Each line is a JSON value; with
 `keyed=True` a `{"key": ..., "value": ...}` object, optionally with the message's
 `"timestamp"` and `"headers"` (the shape outputs are written in). A line that is not valid
 JSON is still produced, byte for byte, so the worker dead-letters it with the
@@ -26,6 +28,7 @@ from ..ir.timestamps import parse_iso
 from ..planner.plan import ExecutionPlan
 from ..transport.base import TP, Consumer, Message, ProducerRecord, Transport, open_transport
 from .codecs import get_codec
+from .file_sources import FileChanged, FileSource, progress_line
 from .monitor import Monitor
 from .worker import Worker, WorkerOptions
 
@@ -41,6 +44,8 @@ class RunOptions:
     #: with until_idle: finish at the end of the input (close windows, emit unmatched join rows)
     bounded: bool = True
     progress: bool = False
+    #: produce input files again from their start, even if an earlier run read them
+    reread: bool = False
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
 
@@ -101,7 +106,7 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
         await worker.start()
         for topic, path in options.inputs:
             if path != "-":
-                await feed(transport, plan, topic, Path(path).read_bytes().splitlines(), options.keyed)
+                await feed_file(transport, plan, topic, path, options)
         for topic, path in options.inputs:
             if path == "-":
                 feeders.append(asyncio.create_task(feed_stdin(transport, plan, topic, options.keyed)))
@@ -275,6 +280,37 @@ async def feed(transport: Transport, plan: ExecutionPlan, topic: str, lines: lis
         return sent
     finally:
         await producer.stop()
+
+
+#: the clock of the input progress line (a test replaces it)
+progress_clock = time.monotonic
+
+
+async def feed_file(transport: Transport, plan: ExecutionPlan, topic: str, path: str, options: RunOptions) -> int:
+    """Stream a file into ``topic``, going on from where an earlier run stopped (local log)."""
+    serializer, keyed = plan.topic(topic).serializer, options.keyed
+    started = last = progress_clock()
+
+    def show(source: FileSource) -> None:  # at most twice a second: a terminal line, not a log
+        nonlocal last
+        now = progress_clock()
+        if now - last >= 0.5 and source.position is not None:
+            last = now
+            begun = source.start.offset if source.start is not None else 0
+            options.stderr.write("\r\x1b[K" + progress_line(path, source.sent, source.position.offset, source.size,
+                                                            source.position.offset - begun, now - started))
+            options.stderr.flush()
+
+    source = FileSource(transport, topic, path, record=lambda line: input_record(topic, line, serializer, keyed),
+                        batch=plan.settings.batch_size, reread=options.reread,
+                        on_chunk=show if options.progress else None)
+    try:
+        return await source.feed()
+    except FileChanged as e:
+        raise InputError(str(e)) from None
+    finally:
+        if options.progress:
+            options.stderr.write("\r\x1b[K")
 
 
 async def feed_stdin(transport: Transport, plan: ExecutionPlan, topic: str, keyed: bool) -> int:

@@ -262,10 +262,12 @@ class Worker:
                 try:
                     await self.state.assign(tps, self.consumer.committed)
                 except Exception as e:
-                    # The partitions would never become ready: stop the run loudly instead.
+                    # The partitions would never become ready: stop the run loudly instead. Not
+                    # re-raised: the run reports it once, as a RestoreError (the transport would
+                    # only log it again, with a traceback).
                     self._failure = e
                     self._stopping.set()
-                    raise
+                    return
                 self.monitor.restored_records += self.state.restored - before
             self._ready |= tps
 
