@@ -63,7 +63,9 @@ def _float_ms(value: float, unit: str) -> int:
                          "if it is epoch seconds, declare the field timestamp(s)")
     if unit == "s":
         ms = round(value * 1000)
-        if ms / 1000 == value:  # the decimal it prints as has at most 3 places: ms is exact
+        # Below 2**53 every whole ms is a float, so equality says the decimal it prints as has
+        # at most 3 places and ms is exact; beyond, neighbouring ms compare equal.
+        if abs(ms) < 2 ** 53 and ms / 1000 == value:
             return ms
     return math.floor(Decimal(repr(value)) * _SCALE[unit][2])
 

@@ -148,3 +148,8 @@ def test_parse_time_of_digits_says_they_look_like_an_epoch_number() -> None:
         "expected a timestamp (epoch ms or ISO-8601 text), got '1700000000', a number written as text: it looks like "
         "epoch seconds; a timestamp(s) field reads it written as a JSON number (no quotes), or convert it: "
         "to_int(...) * 1000")
+
+
+def test_a_float_of_seconds_past_2_to_the_53_ms_is_still_the_decimal_it_was_written_as() -> None:
+    # found by the property above: ×1000 then round gave ...704, and the cheap check agreed
+    assert to_epoch_ms(49999999999999.7, "s") == 49_999_999_999_999_700
