@@ -217,7 +217,7 @@ def test_a_builder_error_in_the_file_points_at_its_line(tmp_path, monkeypatch):
     result = cli("check", "clash.py")
     assert (result.exit_code, result.stderr) == (1, (
         "clash.py: error: clash.py:5: this step would be named 'w.by_k' like an earlier one; its topic or store "
-        "name derives from it, so give it a name: name=\"...\"\n"))
+        "name derives from it, so give it a name: .group_by(..., name=\"...\")\n"))
 
 
 def test_missing_file():

@@ -146,7 +146,8 @@ def test_unknown_topic_in_input_is_a_clear_error(workdir):
 def test_unknown_topic_in_output_is_a_clear_error(workdir):
     result = invoke("pipe.py", "--output", "nope=-", "--until-idle")
     assert result.exit_code == 1
-    assert result.stderr == "error: pipeline cli has no topic 'nope'; its topics are: large, payments\n"
+    assert result.stderr == ("error: pipeline cli has no topic 'nope'; its topics are: large, payments, and its "
+                             "dead-letter topic cli-dead-letters\n")
 
 
 def test_exactly_once_on_kafka_is_refused_rather_than_silently_weakened(workdir):

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from ..ir import nodes as n
 from ..ir.durations import format_duration, parse_duration
 from ..ir.location import SourceLocation, caller_location
-from ..ir.settings import Settings
+from ..ir.settings import RefusedSetting, Settings
 from ..ir.topology import Edge, Topology
 from ..ir.types import ANY, Type, from_python
 from .expressions import Col, callable_ref, expr_or_callable, key_expr, label, to_expr
@@ -36,6 +36,8 @@ AGENT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 ANCHOR_KINDS = {"source", "table_source", "timer", "group_by", "through", "window", "aggregate", "table", "join",
                 "merge", "branch"}
+#: The builder method that makes a step of a kind, where the two differ (named in hints).
+_METHOD_OF_KIND = {"table": "to_table"}
 #: kinds whose derived name must be unique rather than suffixed: topics and stores derive from them,
 #: or from the names of the steps they anchor (so a counted suffix would leak into a topic or store name)
 NAMED_STATE_KINDS = {"group_by", "select_key", "through", "window", "aggregate", "table", "join", "merge", "branch"}
@@ -65,10 +67,16 @@ class Flow:
         if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
             raise ValueError(f"pipeline name {name!r} may use letters, digits, '-', '_' and '.' only")
         self.name = name
-        self.settings = Settings().with_overrides(settings) if settings else Settings()
+        try:  # every value is parsed, and bounded, by `ir.settings.parse_setting`
+            self.settings = Settings().with_overrides(settings) if settings else Settings()
+        except RefusedSetting as e:  # a value past its bound (`partitions=99999999999`): say where
+            raise ValueError(f"{caller_location()}: {e}") from None
         self._topology = Topology(name, self.settings)
         self._topics: dict[str, TopicDecl] = {}
         self._given: set[str] = set()
+        # the highest `_N` suffix handed out per derived name: names are never removed, so the
+        # next free suffix is above it, and naming the n-th sibling does not re-try all n-1 before it
+        self._suffixes: dict[str, int] = {}
 
     # ------------------------------------------------------------------ declarations
     def configure(self, **settings: Any) -> "Flow":
@@ -196,11 +204,13 @@ class Flow:
         if base not in self._topology:
             return base
         if kind in NAMED_STATE_KINDS:
+            method = _METHOD_OF_KIND.get(kind, kind)
             raise ValueError(f"{loc}: this step would be named '{base}' like an earlier one; its topic or store "
-                             f"name derives from it, so give it a name: name=\"...\"")
-        i = 2
+                             f"name derives from it, so give it a name: .{method}(..., name=\"...\")")
+        i = self._suffixes.get(base, 1) + 1
         while f"{base}_{i}" in self._topology:
             i += 1
+        self._suffixes[base] = i
         return f"{base}_{i}"
 
     def _add(self, node: n.Node, inputs: list[Edge]) -> str:

@@ -142,9 +142,12 @@ def _fail(message: str) -> None:
 def _guard(fn):  # type: ignore[no-untyped-def]
     """Run a command body; user mistakes print cleanly and exit 1, never a traceback."""
     from ..loader import PipelineNotFound
+    from ..state.faults import StorageError
 
     try:
         return fn()
+    except StorageError as e:  # disk full, read-only, in use, corrupt: said in one line by the storage layer
+        _fail(f"error: {e}")
     except PipelineError as e:
         count = len(e.diagnostics)
         _fail(render_diagnostics(e.diagnostics) + f"\n{count} error{'s' if count != 1 else ''}")
@@ -299,6 +302,8 @@ def run_command(
     outputs: Optional[list[str]] = typer.Option(None, "--output", "-o", metavar="TOPIC=FILE", help="TOPIC=FILE.jsonl|- to write what a "
                                                 "topic receives; repeatable."),
     keyed: bool = typer.Option(False, "--keyed", help='Input lines are {"key": ..., "value": ...} objects.'),
+    reread: bool = typer.Option(False, "--reread", help="Produce each --input file from its start again, even if "
+                                "an earlier run read it (on the local log a rerun goes on where the last stopped)."),
     until_idle: bool = typer.Option(False, "--until-idle", help="Stop once every input is consumed and every "
                                     "agent is idle; the input is bounded: its end closes every window and "
                                     "emits unmatched join rows."),
@@ -317,12 +322,13 @@ def run_command(
 
     from ..runtime.engine import UnsupportedNode
     from ..runtime.process import tune_for_throughput
-    from ..runtime.runner import InputError, RunOptions, run_plan, summary
+    from ..runtime.runner import InputError, RunOptions, data_dir_for, run_plan, summary
     from ..runtime.state import RestoreError
+    from ..state.faults import classify, storage_error
     from ..transport.base import TransportError
 
     options = RunOptions(broker=broker, data_dir=data_dir, inputs=_pairs(inputs, "--input"),
-                         outputs=_pairs(outputs, "--output"), keyed=keyed, until_idle=until_idle,
+                         outputs=_pairs(outputs, "--output"), keyed=keyed, reread=reread, until_idle=until_idle,
                          bounded=until_idle and not unbounded,
                          progress=not quiet and log_format == "text" and sys.stderr.isatty())
     if unbounded and not until_idle:
@@ -341,7 +347,11 @@ def run_command(
             monitor = asyncio.run(run_plan(plan, options))
         except (InputError, UnsupportedNode, TransportError, RestoreError, ImportError) as e:
             raise UserError(f"error: {e}") from None
-        except OSError as e:  # the data directory or an output file: unwritable, a file, missing
+        except OSError as e:  # the data directory or an output file: unwritable, full, a file, missing
+            if classify(e) != "io":
+                target = e.filename or data_dir_for(plan, options)
+                what = "directory" if Path(target).is_dir() else "file"
+                raise UserError(f"error: {storage_error(e, what, target)}") from None
             where = f" {e.filename}" if e.filename else ""
             raise UserError(f"error:{where}: {e.strerror or e}") from None
         return monitor, time.monotonic() - started

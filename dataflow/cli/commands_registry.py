@@ -6,3 +6,4 @@ with `@app.command`; listing them here, once, keeps `__init__` small.
 from . import query  # noqa: F401,E402
 from . import ask  # noqa: F401
 from . import topics  # noqa: F401
+from . import repair  # noqa: F401

@@ -182,6 +182,7 @@ def describe_command(
 
 def _records(lines: list[bytes], source: str, topic: str, keyed: bool, key_field: str | None) -> list[Any]:
     """Parse every line before anything is sent: a bad line stops the whole send."""
+    from ..runtime.runner import keyed_line_extras
     from ..transport.base import ProducerRecord
 
     out = []
@@ -194,18 +195,24 @@ def _records(lines: list[bytes], source: str, topic: str, keyed: bool, key_field
             raise UserError(f"{source}:{number}: error: not valid JSON ({e}); nothing was sent") from None
         key: Any = None
         value = obj
+        timestamp, headers = None, ()
         if keyed:
             if not isinstance(obj, dict) or "value" not in obj:
                 raise UserError(f'{source}:{number}: error: expected {{"key": ..., "value": ...}} with --keyed; '
                                 "nothing was sent")
             key, value = obj.get("key"), obj["value"]
+            try:  # as `dataflow tail` prints them, so that what it prints can be sent again
+                timestamp, headers = keyed_line_extras(obj)
+            except ValueError as e:
+                raise UserError(f"{source}:{number}: error: {e}; nothing was sent") from None
         elif key_field is not None:
             if not isinstance(obj, dict) or key_field not in obj:
                 raise UserError(f"{source}:{number}: error: no field {key_field!r} for the key; nothing was sent")
             key = obj[key_field]
         # The value is sent as written when it is the whole line: numbers keep their spelling.
         raw = line.strip() if value is obj else orjson.dumps(value)
-        out.append(ProducerRecord(topic, orjson.dumps(key) if key is not None else None, raw))
+        out.append(ProducerRecord(topic, orjson.dumps(key) if key is not None else None, raw,
+                                  timestamp=timestamp, headers=headers))
     return out
 
 
@@ -215,7 +222,8 @@ def send_command(
     file: Optional[Path] = typer.Argument(None, help="A JSON-lines file; default: stdin."),
     key: Optional[str] = typer.Option(None, "--key", "-k", metavar="FIELD", help="Take each record's key from this field of "
                                       "its value."),
-    keyed: bool = typer.Option(False, "--keyed", help='Lines are {"key": ..., "value": ...} objects.'),
+    keyed: bool = typer.Option(False, "--keyed", help='Lines are {"key": ..., "value": ...} objects, with an '
+                               'optional "timestamp" and "headers" (as `dataflow tail` prints them).'),
     create: bool = typer.Option(False, "--create", help="Create the topic if it is missing (with --partitions)."),
     partitions: int = typer.Option(1, "--partitions", min=1, metavar="N", help="Partitions for --create."),
     broker: Optional[str] = typer.Option(None, "--broker", "-b", metavar="URL", help=BROKER_HELP),

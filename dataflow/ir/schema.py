@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from . import nodes as n
 from .diagnostics import Diagnostic
-from .expr import ExprTypeError, Scope, infer
+from .expr import Expr, ExprTypeError, FieldRef, Scope, infer, render
 from .join_condition import check_condition
 from .location import SourceLocation
 from .topology import Topology
-from .types import (ANY, BOOL, FLOAT, INT, NULL, TIMESTAMP, Field, ListType, OptionalType, RecordType, Type,
+from .types import (ANY, BOOL, FLOAT, INT, NULL, STR, TIMESTAMP, Field, ListType, OptionalType, RecordType, Type,
                     is_assignable, is_numeric, optional, strip_optional, unify)
 
 STREAM, TABLE, WINDOWED, WINDOWED_TABLE = "stream", "table", "windowed", "windowed_table"
@@ -132,7 +132,7 @@ def _infer_node(topology: Topology, node: n.Node, inputs: list[StreamSchema], de
         return first
     if isinstance(node, n.EventTime):
         t = _check(node.expr, scope, errors, node.loc)
-        time_type_error(t, "the event time", getattr(node.expr, "loc", None) or node.loc, errors)
+        time_type_error(t, "the event time", getattr(node.expr, "loc", None) or node.loc, errors, node.expr)
         return first
     if isinstance(node, n.CallAgent):
         return _replace(first, value=node.value_type)  # the key, and so the partitioning, stays
@@ -227,20 +227,35 @@ def _time_field(value: Type, path: tuple[str, ...], node: n.Node, errors: list[D
     from .expr import FieldRef
 
     t = _check(FieldRef(path, loc=node.loc), Scope(ANY, value), errors, node.loc)
-    time_type_error(t, f"the event-time field '{'.'.join(path)}'", node.loc, errors)
+    time_type_error(t, f"the event-time field '{'.'.join(path)}'", node.loc, errors, FieldRef(path))
 
 
-def time_type_error(t: Type, what: str, loc: SourceLocation, errors: list[Diagnostic]) -> None:
+def time_type_error(t: Type, what: str, loc: SourceLocation, errors: list[Diagnostic], source: Expr) -> None:
     """Event time is a timestamp or an int of epoch ms. A float is refused: it is almost
-    always epoch seconds, and read as milliseconds it would put every event near 1970."""
+    always epoch seconds, and read as milliseconds it would put every event near 1970.
+    Text is refused too, with the two ways to read ISO-8601 text from `source`."""
     bare = strip_optional(t)
     if bare == FLOAT:
         errors.append(Diagnostic(f"{what} is a float; event time must be a timestamp or an int of epoch ms",
                                  loc, "if it holds epoch seconds (e.g. 1700000000.123), declare the field "
                                  "timestamp(s)", rule="type"))
+    elif bare == STR:
+        errors.append(Diagnostic(f"{what} must be a timestamp, got {t}", loc, _text_time_hint(source), rule="type"))
     elif bare not in (TIMESTAMP, INT, ANY):
         errors.append(Diagnostic(f"{what} must be a timestamp, got {t}", loc,
                                  "declare it timestamp (epoch ms), timestamp(s) or an int of epoch ms", rule="type"))
+
+
+def _text_time_hint(source: Expr) -> str:
+    """`event_time parse_time(at)` (and the builder's spelling for a plain field), or declaring
+    the field a timestamp, which reads ISO-8601 text in every unit."""
+    stage = f"`event_time parse_time({render(source)})`"
+    declare = ""
+    if isinstance(source, FieldRef):
+        path = ".".join(source.path)
+        stage += f" (builder: `.event_time(fn.parse_time(col(\"{path}\")))`)"
+        declare = f"declare the field '{path}' timestamp (ISO-8601 text is read in every unit), or "
+    return f"if it holds ISO-8601 text, {declare}set the time in a stage: {stage}"
 
 
 def _mismatch_hint(value: Type, target: Type) -> str:

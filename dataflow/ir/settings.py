@@ -23,6 +23,7 @@ from typing import Any
 
 from .durations import parse_duration
 from .timestamps import parse_iso
+from .bounds import setting_problem
 from .urls import redact_urls_in, refusal
 
 GUARANTEES = ("at_least_once", "exactly_once")
@@ -70,8 +71,8 @@ class SettingError(ValueError):
 
 
 class RefusedSetting(SettingError):
-    """A value that parses but must not be used (a broker URL with a password); the
-    message is `problem` alone, so the value is never echoed."""
+    """A value that parses but must not be used: past its bounds (`ir.bounds`), or a broker
+    URL with a password. The message is `problem` alone, so a secret is never echoed."""
 
     def __init__(self, name: str, problem: str) -> None:
         ValueError.__init__(self, problem)
@@ -261,6 +262,8 @@ def parse_setting(name: str, value: Any) -> Any:
         raise SettingError(name, value, expected_for(name))
     if name == "broker" and isinstance(out, str) and (problem := refusal(out, "the broker setting")):
         raise RefusedSetting(name, problem)  # settings are printed in every plan
+    if (problem := setting_problem(name, out)) is not None:
+        raise RefusedSetting(name, problem)
     return out
 
 

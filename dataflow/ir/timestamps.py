@@ -23,6 +23,7 @@ ValueError: expected epoch milliseconds, got 1700000000.123 (a fraction of a mil
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -62,18 +63,49 @@ def _float_ms(value: float, unit: str) -> int:
                          "if it is epoch seconds, declare the field timestamp(s)")
     if unit == "s":
         ms = round(value * 1000)
-        if ms / 1000 == value:  # the decimal it prints as has at most 3 places: ms is exact
+        # Below 2**53 every whole ms is a float, so equality says the decimal it prints as has
+        # at most 3 places and ms is exact; beyond, neighbouring ms compare equal.
+        if abs(ms) < 2 ** 53 and ms / 1000 == value:
             return ms
     return math.floor(Decimal(repr(value)) * _SCALE[unit][2])
 
 
 def parse_iso(text: str, unit: str = "ms") -> int:
-    """Epoch milliseconds from ISO-8601 text (UTC when no zone is given), rounded down."""
+    """Epoch milliseconds from ISO-8601 text (UTC when no zone is given), rounded down.
+
+    >>> parse_iso("1700000000")
+    Traceback (most recent call last):
+    ValueError: expected a timestamp (epoch ms or ISO-8601 text), got '1700000000', a number written as text: it \
+looks like epoch seconds; a timestamp(s) field reads it written as a JSON number (no quotes), or convert it: \
+to_int(...) * 1000
+    """
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"expected a timestamp (epoch {unit} or ISO-8601 text), got {text[:60]!r}") from None
+        problem = f"expected a timestamp (epoch {unit} or ISO-8601 text), got {text[:60]!r}"
+        if _NUMBER_TEXT.fullmatch(text.strip()):
+            problem += _number_text_hint(text.strip())
+        raise ValueError(problem) from None
     return datetime_ms(dt)
+
+
+_NUMBER_TEXT = re.compile(r"[+-]?\d+(\.\d*)?")
+_UNIT_WORDS = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+#: how to make epoch ms of the text in an expression, where the result stays an int
+_CONVERT = {"s": "to_int(...) * 1000", "ms": "to_int(...)"}
+
+
+def _number_text_hint(text: str) -> str:
+    """Digits in quotes are not ISO-8601 but a number a producer wrote as text (a common JSON
+    habit). Its unit is not guessed for the value -- only named in the message, by its size
+    in digits around the present (10 digits: seconds, 13: milliseconds, 16: micro, 19: nano)."""
+    digits = len(text.lstrip("+-").split(".")[0])
+    unit = "s" if digits <= 11 else "ms" if digits <= 14 else "us" if digits <= 17 else "ns"
+    declared = "timestamp" if unit == "ms" else f"timestamp({unit})"
+    # to_int drops a fraction, so it is offered only for whole numbers
+    convert = f", or convert it: {_CONVERT[unit]}" if unit in _CONVERT and "." not in text else ""
+    return (f", a number written as text: it looks like epoch {_UNIT_WORDS[unit]}; a {declared} field reads it "
+            f"written as a JSON number (no quotes){convert}")
 
 
 def datetime_ms(dt: datetime) -> int:

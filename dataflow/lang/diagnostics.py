@@ -10,6 +10,7 @@ filter amout > 1
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Mapping
 
 from ..ir.diagnostics import Diagnostic, PipelineError
@@ -56,6 +57,29 @@ def span(file: str, node: Any) -> SourceLocation:
         return SourceLocation(file, 1, 1)
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def normalize_newlines(text: str) -> str:
+    """`text` with every line break (CRLF, CR or LF) written as LF: the only one the parser counts.
+
+    Lines and columns of the result are those of `text` read with any of the three endings.
+
+    >>> normalize_newlines("a\\r\\nb\\rc\\n")
+    'a\\nb\\nc\\n'
+    """
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def source_lines(text: str) -> list[str]:
+    """The lines of `text`, split at CRLF, CR or LF, as the parser numbers them.
+
+    >>> source_lines("a\\r\\nb\\rc")
+    ['a', 'b', 'c']
+    """
+    return _LINE_BREAK.split(text)
+
+
 def did_you_mean(name: str, candidates: Iterable[str], fallback: str = "") -> str:
     """A hint naming the closest candidate, or `fallback`."""
     from ..ir.functions import suggest
@@ -82,15 +106,16 @@ def format_diagnostics(diagnostics: Iterable[Diagnostic], sources: Mapping[str, 
         if text is None or d.loc.line < 1:
             blocks.append(head)
             continue
-        lines = text.split("\n")
+        lines = source_lines(text)
         if d.loc.line > len(lines):
             blocks.append(head)
             continue
-        source_line = lines[d.loc.line - 1].rstrip("\r")
+        source_line = lines[d.loc.line - 1]
         column = max(1, min(d.loc.column, len(source_line) + 1))
         width = 1
         if d.loc.end_line == d.loc.line and d.loc.end_column and d.loc.end_column > column:
             width = min(d.loc.end_column, len(source_line) + 1) - column
+        source_line, column, width = _excerpt(source_line, column, width)
         # Keep tabs so the caret lines up however the terminal expands them. A url's password
         # is never shown (the broker setting refuses one, and must not print it doing so).
         pad = "".join("\t" if ch == "\t" else " " for ch in redact_urls_in(source_line[:column - 1]))
@@ -100,4 +125,26 @@ def format_diagnostics(diagnostics: Iterable[Diagnostic], sources: Mapping[str, 
     return "\n".join(blocks)
 
 
-__all__ = ["FlowError", "LangError", "Silent", "span", "did_you_mean", "format_diagnostics"]
+#: the longest source line shown whole; a longer one is cut around the caret
+SHOWN_WIDTH = 120
+
+
+def _excerpt(line: str, column: int, width: int) -> tuple[str, int, int]:
+    """The part of a long `line` around `column`, marked with '...', and the caret's column and
+    width within it (a 100,000-digit number is not echoed whole).
+
+    >>> shown, column, width = _excerpt("x" * 50 + "^" + "y" * 200, 51, 1)
+    >>> len(shown), shown[:15], shown[column - 1], shown[-3:]
+    (126, '...xxxxxxxxxx^y', '^', '...')
+    """
+    if len(line) <= SHOWN_WIDTH:
+        return line, column, width
+    start = max(0, min(column - 1 - 10, len(line) - SHOWN_WIDTH))
+    end = start + SHOWN_WIDTH
+    shown = ("..." if start else "") + line[start:end] + ("..." if end < len(line) else "")
+    new_column = column - start + (3 if start else 0)
+    return shown, new_column, max(1, min(width, end - (column - 1)))
+
+
+__all__ = ["FlowError", "LangError", "Silent", "span", "did_you_mean", "format_diagnostics", "normalize_newlines",
+           "source_lines"]

@@ -22,6 +22,7 @@ from typing import Any
 from lark import Token, Transformer
 
 from ..ir import expr as ir
+from ..ir.bounds import (MAX_STRING_LENGTH, duration_digits_problem, float_literal_problem, int_literal_problem)
 from ..ir.durations import parse_duration
 from ..ir.functions import BUILTINS
 from ..ir.location import SourceLocation
@@ -44,9 +45,40 @@ class UdfInfo:
     loc: SourceLocation
 
 
+def _token_loc(token: Token, file: str) -> SourceLocation:
+    return SourceLocation(file, token.line or 1, token.column or 1, token.end_line, token.end_column)
+
+
+def whole_number(token: Token, file: str) -> int:
+    """The value of an INT token; a LangError at the token when it does not fit in 64 bits."""
+    problem = int_literal_problem(token.value)
+    if problem:
+        raise LangError(problem, _token_loc(token, file))
+    return int(token.value)
+
+
+def decimal_number(token: Token, file: str) -> float:
+    """The value of a FLOAT token; a LangError at the token when no 64-bit float holds it."""
+    problem = float_literal_problem(token.value)
+    if problem:
+        raise LangError(problem, _token_loc(token, file))
+    return float(token.value)
+
+
+def duration_ms(token: Token, file: str) -> int:
+    """The milliseconds of a DURATION token such as `30s`; a LangError at the token when too long."""
+    problem = duration_digits_problem(token.value)
+    if problem:
+        raise LangError(problem, _token_loc(token, file))
+    return parse_duration(token.value)
+
+
 def decode_string(token: Token, file: str) -> str:
     """The text of a string literal, with JSON-style escapes (`\\n`, `\\"`, `\\u00e9`)."""
     body = token.value[1:-1]
+    if len(body) > MAX_STRING_LENGTH:
+        raise LangError(f"a string literal holds at most {MAX_STRING_LENGTH:,} characters, not {len(body):,}",
+                        _token_loc(token, file), "read long text from a topic or a file instead")
     if "\\" not in body:
         return body
     out: list[str] = []
@@ -96,13 +128,13 @@ class ExpressionRules(Transformer):  # type: ignore[misc]
         return ir.Literal(decode_string(children[0], self.file), loc=self._loc(meta))
 
     def int(self, meta: Any, children: list[Token]) -> ir.Expr:
-        return ir.Literal(int(children[0].value), loc=self._loc(meta))
+        return ir.Literal(whole_number(children[0], self.file), loc=self._loc(meta))
 
     def float(self, meta: Any, children: list[Token]) -> ir.Expr:
-        return ir.Literal(float(children[0].value), loc=self._loc(meta))
+        return ir.Literal(decimal_number(children[0], self.file), loc=self._loc(meta))
 
     def duration(self, meta: Any, children: list[Token]) -> ir.Expr:
-        return ir.Literal(parse_duration(children[0].value), duration=True, loc=self._loc(meta))
+        return ir.Literal(duration_ms(children[0], self.file), duration=True, loc=self._loc(meta))
 
     def true(self, meta: Any, children: list[Token]) -> ir.Expr:
         return ir.Literal(True, loc=self._loc(meta))
@@ -264,4 +296,4 @@ def check_udf_path(path: str, loc: SourceLocation) -> None:
         raise LangError(f"'{path}' is not an import path", loc, 'write it as "package.module:function"')
 
 
-__all__ = ["ExpressionRules", "UdfInfo", "decode_string", "field_path_text", "check_udf_path", "UDF_PATH"]
+__all__ = ["ExpressionRules", "UdfInfo", "decode_string", "whole_number", "decimal_number", "duration_ms", "field_path_text", "check_udf_path", "UDF_PATH"]

@@ -15,7 +15,7 @@ from ..builder import Flow
 from ..ir.callables import TRUSTED, ImportPolicy
 from ..ir.diagnostics import Diagnostic
 from ..ir.location import SourceLocation
-from .diagnostics import FlowError
+from .diagnostics import FlowError, source_lines
 from .parser import parse
 from .transform import FlowTransformer
 
@@ -55,9 +55,8 @@ def load_flow(path: str | Path, overrides: dict[str, Any] | None = None, imports
     try:
         text = data.decode("utf-8-sig")  # tolerate the byte-order mark some editors write
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        where = SourceLocation(str(path), line, column)
+        before = source_lines(data[:e.start].decode("utf-8-sig"))  # the bytes before e.start decode
+        where = SourceLocation(str(path), len(before), len(before[-1]) + 1)
         shown = data.decode("utf-8", errors="replace")
         raise FlowError([Diagnostic("this file is not UTF-8 text", where, "save it as UTF-8")], shown,
                         str(path)) from None

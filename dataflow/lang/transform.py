@@ -29,15 +29,18 @@ from ..builder import Branches, Flow, Stream, Table, WindowSpec, hopping, sessio
 from ..builder.flow import AGENT_PATH
 from ..builder.windows import agg
 from ..ir import expr as ir
+from ..ir.bounds import MAX_PARTITIONS, partitions_problem, setting_problem, shown_number
 from ..ir.diagnostics import Diagnostic
-from ..ir.durations import format_duration, parse_duration
+from ..ir.durations import format_duration
 from ..ir.location import SourceLocation
 from ..ir.nodes import AGGREGATE_FUNCTIONS, EMIT_MODES, SERIALIZERS, TIME_SOURCES, Aggregation
 from ..ir.settings import (SETTING_NAMES, TEXT_SETTINGS, RefusedSetting, SettingError, UnknownSetting, expected_for, parse_setting,
                            suggest_setting)
 from ..ir.types import ANY, RecordType, Field, Type
 from .diagnostics import LangError, Silent, did_you_mean
-from .expressions import ExpressionRules, UdfInfo, check_udf_path, decode_string, field_path_text
+from .expressions import (ExpressionRules, UdfInfo, check_udf_path, decimal_number, decode_string, duration_ms,
+                          field_path_text, whole_number)
+from .parser import gc_paused
 
 WINDOWS: dict[str, Callable[..., WindowSpec]] = {"tumbling": tumbling, "hopping": hopping, "sliding": sliding,
                                                  "session": session}
@@ -70,6 +73,7 @@ class Step:
     needs: str = "stream"  # stream | table | any | none (a pipe's first step)
     makes_node: bool = True
     sink: bool = False
+    text: str = ""  # the stage as written (canonical spacing), where a hint quotes it
 
 
 @dataclass
@@ -146,7 +150,8 @@ class FlowTransformer(ExpressionRules):
         (lark re-wraps a `v_args` method on every call, which was a third of the time).
         """
         # One statement at a time, so a statement too deep for Python's stack fails alone.
-        return self._apply_rule(tree, [self._statement(c) for c in tree.children])
+        with gc_paused():
+            return self._apply_rule(tree, [self._statement(c) for c in tree.children])
 
     def _statement(self, tree: Tree) -> Any:
         try:
@@ -196,7 +201,11 @@ class FlowTransformer(ExpressionRules):
             if option.name in values:
                 self.diagnostics.append(Diagnostic(f"setting '{option.name}' is given twice", option.loc))
                 continue
-            values[option.name] = option.value  # parsed and checked by `setting`
+            problem = setting_problem(option.name, option.value)  # parsed and checked by `setting`
+            if problem:
+                self.diagnostics.append(Diagnostic(problem, option.loc))
+                continue
+            values[option.name] = option.value
         try:
             self.flow = Flow(name, **values)
         except ValueError as e:
@@ -208,10 +217,10 @@ class FlowTransformer(ExpressionRules):
         # first and say so; these diagnostics are for Python callers of `parse_flow`.
         for key, value in self.overrides.items():
             try:
-                self.flow.configure(**{key: value})
+                self.flow.configure(**{key: value})  # refuses a value past its bound, too
             except UnknownSetting:
                 self.diagnostics.append(Diagnostic(f"unknown setting '{key}' (an override)", loc, suggest_setting(key)))
-            except SettingError as e:
+            except (ValueError, TypeError) as e:
                 self.diagnostics.append(Diagnostic(f"{e} (an override)", loc))
 
     def pipeline_name(self, meta: Any, children: list[Token]) -> tuple[SourceLocation, str]:
@@ -309,9 +318,14 @@ class FlowTransformer(ExpressionRules):
         return Option("key", children[0], self._loc(meta))
 
     def partitions_option(self, meta: Any, children: list[Token]) -> Option:
-        count = int(children[0].value)
-        if count < 1:
-            raise LangError("partitions must be at least 1", self._loc(children[0]))
+        text = children[0].value
+        digits = len(text.lstrip("0"))  # int() refuses more than 4,300 digits: compare lengths first
+        count = int(text) if digits <= len(str(MAX_PARTITIONS)) else None
+        problem = (partitions_problem(count) if count is not None
+                   else f"partitions must be between 1 and {MAX_PARTITIONS}, not {shown_number(text)}")
+        if problem:
+            hint = "" if count is not None and count < 1 else "Kafka's guidance is a few thousand partitions per broker"
+            raise LangError(problem, self._loc(children[0]), hint)
         return Option("partitions", count, self._loc(meta))
 
     def serializer_option(self, meta: Any, children: list[Token]) -> Option:
@@ -442,7 +456,10 @@ class FlowTransformer(ExpressionRules):
             try:
                 handle = step.apply(handle, name if i == target else None)
             except (ValueError, KeyError) as e:
-                raise _builder_error(e, step.loc) from None
+                first_stage = len(steps) - len(stages)
+                raise _builder_error(e, step.loc, lambda base: self._naming_hint(
+                    source, stages[:i - first_stage] if i >= first_stage else None, step, steps[i + 1:],
+                    name, kind, base)) from None
             if i == target:
                 named = handle
         return handle, named
@@ -455,6 +472,22 @@ class FlowTransformer(ExpressionRules):
             raise LangError(f"'{step.kind}' needs a table, but its input is a stream", step.loc,
                             "make a table with '| to_table' or an aggregate")
 
+    def _naming_hint(self, source: Ref | TopicSource | TimerSource, before: list[Step] | None, step: Step,
+                     after: list[Step], decl: str | None, decl_kind: str | None, base: str) -> str:
+        """What to write so that `step`, whose derived name clashes, gets its own: end a stream
+        declaration at it and continue from that name, e.g. for `table b = by_user | window
+        session 30s | aggregate {...}`: `stream b_window = by_user | window session 30s`, then
+        `table b = b_window | aggregate ...`."""
+        stage = step.text or f"{step.kind} ..."
+        head = _ref_text(source) if before == [] else f"{_ref_text(source)} | ..." if before else "..."
+        new = f"{decl}_{step.kind}" if decl else base.replace(".", "_") + "_2"
+        while new in self.declared or new in self.flow._topology:
+            new += "_2"
+        hint = f"name the {step.kind.replace('_', ' ')}: `stream {new} = {head} | {stage}`"
+        if after:
+            rest = f"{new} | {after[0].kind} ..."
+            return hint + f", then `{decl_kind} {decl} = {rest}`" if decl else hint + f", then `{rest}`"
+        return hint
     def _topic_step(self, source: TopicSource, kind: str | None) -> Step:
         self._topic(source.topic, source.loc)
 
@@ -555,7 +588,7 @@ class FlowTransformer(ExpressionRules):
         if not value:
             raise LangError(f"'every {interval.value}' needs a value to emit", loc,
                             f"every {interval.value} emit {{ at: now() }}")
-        return TimerSource(format_duration(parse_duration(interval.value)), value[0], loc)
+        return TimerSource(format_duration(duration_ms(interval, self.file)), value[0], loc)
 
     def timer_emit(self, meta: Any, children: list[ir.Expr]) -> ir.Expr:
         return children[0]
@@ -580,7 +613,9 @@ class FlowTransformer(ExpressionRules):
         key, *options = children
         loc = self._loc(meta)
         partitions = options[0].value if options else None
-        return Step("group_by", loc, lambda h, name: h.group_by(key, name=name, partitions=partitions, loc=loc))
+        text = f"group_by {ir.render(key)}" + (f" partitions {partitions}" if partitions else "")
+        return Step("group_by", loc, lambda h, name: h.group_by(key, name=name, partitions=partitions, loc=loc),
+                    text=text)
 
     def select_key_stage(self, meta: Any, children: list[Any]) -> Step:
         (key,) = children
@@ -630,7 +665,7 @@ class FlowTransformer(ExpressionRules):
         for key in ("grace", "expires"):
             if key in options:
                 kwargs[key] = format_duration(options[key].value)
-        size = format_duration(parse_duration(size_token.value))
+        size = format_duration(duration_ms(size_token, self.file))
         try:
             if kind == "hopping":
                 spec = hopping(size, format_duration(step.value), **kwargs)  # type: ignore[union-attr]
@@ -638,7 +673,8 @@ class FlowTransformer(ExpressionRules):
                 spec = WINDOWS[kind](size, **kwargs)
         except ValueError as e:
             raise LangError(str(e).replace("on='ts'", "on ts"), loc) from None
-        return Step("window", loc, lambda h, name: h.window(spec, name=name, loc=loc))
+        text = " ".join([f"window {kind} {size_token.value}", *(_option_text(o) for o in rest)])
+        return Step("window", loc, lambda h, name: h.window(spec, name=name, loc=loc), text=text)
 
     def _choice(self, name: str, what: str, allowed: Sequence[str], hint: str, meta: Any,
                 children: list[Token]) -> Option:
@@ -649,7 +685,7 @@ class FlowTransformer(ExpressionRules):
         return Option(name, value, self._loc(meta))
 
     def _duration_option(self, name: str, meta: Any, children: list[Token]) -> Option:
-        return Option(name, parse_duration(children[0].value), self._loc(meta))
+        return Option(name, duration_ms(children[0], self.file), self._loc(meta))
 
     def window_step(self, meta: Any, children: list[Token]) -> Option:
         return self._duration_option("step", meta, children)
@@ -774,7 +810,7 @@ class FlowTransformer(ExpressionRules):
         return str(children[0].value)
 
     def join_within(self, meta: Any, children: list[Token]) -> Option:
-        return Option("within", parse_duration(children[0].value), self._loc(meta))
+        return Option("within", duration_ms(children[0], self.file), self._loc(meta))
 
     def join_on(self, meta: Any, children: list[Any]) -> Option:
         loc = self._loc(meta)
@@ -946,6 +982,12 @@ def _quote_topic(topic: str) -> str:
     return topic_name(topic)
 
 
+def _option_text(option: Option) -> str:
+    """A window option as `dataflow fmt` writes it: `grace 10s`, `on ts`, `time processing`."""
+    value = option.value
+    return f"{option.name} {format_duration(value) if isinstance(value, int) else value}"
+
+
 def _ref_text(ref: Ref | TopicSource | TimerSource) -> str:
     if isinstance(ref, TopicSource):
         return f"topic {ref.topic}"
@@ -966,11 +1008,11 @@ def _setting_value(name: str, token: Token, file: str, loc: SourceLocation) -> A
             raise LangError(f"setting '{name}' must be {expected_for(name)}, not a string", loc)
         value: Any = decode_string(token, file)
     elif token.type == "INT":
-        value = int(text)
+        value = whole_number(token, file)
     elif token.type == "FLOAT":
-        value = float(text)
+        value = decimal_number(token, file)
     elif token.type == "DURATION":
-        value = timedelta(milliseconds=parse_duration(text))
+        value = timedelta(milliseconds=duration_ms(token, file))
     elif text in ("true", "false"):
         value = text == "true"
     else:
@@ -984,7 +1026,8 @@ def _setting_value(name: str, token: Token, file: str, loc: SourceLocation) -> A
         raise LangError(f"setting '{name}' must be {e.expected}, not {shown}", loc) from None
 
 
-def _builder_error(error: Exception, loc: SourceLocation) -> LangError:
+def _builder_error(error: Exception, loc: SourceLocation,
+                   naming_hint: Callable[[str], str] | None = None) -> LangError:
     """A builder ValueError as a diagnostic in `.flow` words (no `name=` advice meant for Python)."""
     message = str(error.args[0]) if error.args else str(error)
     prefix = f"{loc}: "
@@ -995,7 +1038,9 @@ def _builder_error(error: Exception, loc: SourceLocation) -> LangError:
     if "already exists" in message:
         return LangError(message.split(";")[0], loc, "choose another name")
     if "would be named" in message:
+        base = message.split("'")[1]  # this step would be named 'BASE' like an earlier one
         return LangError(message.split(";")[0], loc,
+                         "its topic or store name derives from it; " + naming_hint(base) if naming_hint else
                          "its topic or store name derives from it: declare it with its own name, "
                          "`stream NAME = ...` or `table NAME = ...`")
     return LangError(message, loc)

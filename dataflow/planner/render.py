@@ -79,6 +79,11 @@ def describe_node(node: n.Node) -> dict[str, Any]:
     return d
 
 
+#: A window's clock in plan text, in the words of the docs: `time message` (the default) is the
+#: record's event time, which is its message timestamp unless a source or stage set it.
+_WINDOW_CLOCKS = {"message": "event time (record timestamp)", "processing": "processing time"}
+
+
 def _window_size(window: dict[str, Any]) -> str:
     """`tumbling 1m`; a session window's size is its gap: `session gap 30m`."""
     gap = "gap " if window["window"] == "session" else ""
@@ -293,7 +298,8 @@ def _detail(node: dict[str, Any], topics: dict[str, Any]) -> str:
         parts = [_window_size(node)]
         if node["step"]:
             parts.append(f"every {node['step']}")
-        parts.append(f"on {node['time_field']}" if node["time_field"] else f"{node['time']} time")
+        parts.append(f"on {node['time_field']}" if node["time_field"] else _WINDOW_CLOCKS.get(node["time"],
+                                                                                         f"{node['time']} time"))
         if node["grace"] != "0ms":
             parts.append(f"grace {node['grace']}")
         if node["expires"]:

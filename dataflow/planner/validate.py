@@ -3,15 +3,18 @@
 Rules: unknown field and type mismatch (from type propagation), cycle,
 dangling stream, duplicate name, window without aggregation, join shape and
 co-partitioning, sink type mismatch, bad window/aggregate parameters, timers
-that never tick, and agents or Python functions a pipeline cannot load or may not import.
+that never tick, numbers past their bounds (partitions, durations), and agents or Python
+functions a pipeline cannot load or may not import.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 from dataclasses import dataclass
 
 from ..ir import nodes as n
+from ..ir.bounds import duration_problem, partitions_problem
 from ..ir.callables import TRUSTED, ImportPolicy, module_of
 from ..ir.diagnostics import Diagnostic
 from ..ir.durations import format_duration
@@ -36,14 +39,25 @@ def check(topology: Topology, imports: ImportPolicy = TRUSTED) -> list[Diagnosti
     >>> [d.message for d in check(flow.topology())]
     ["stream 'busy' is never used: it has no sink and feeds no step"]
     """
+    topology = _ordered_once(topology)
     schemas, diagnostics = infer_schemas(topology)
-    for rule in (_cycles, _dangling, _windows, _aggregates, _joins, _changes_and_sinks, _duplicate_names, _timers):
+    for rule in (_cycles, _dangling, _windows, _aggregates, _joins, _changes_and_sinks, _duplicate_names, _timers,
+                 _bounds):
         diagnostics.extend(rule(topology, schemas))
     # Refused code first, so that nothing outside the allow-list is imported by the rules after.
     for importing in (_refused, _agents, _imports):
         diagnostics.extend(importing(topology, imports))
     unique = {(str(d.loc), d.message): d for d in diagnostics}
     return sorted(unique.values(), key=lambda d: (d.loc.file, d.loc.line, d.loc.column, d.message))
+
+
+def _ordered_once(topology: Topology) -> Topology:
+    """A shallow copy of `topology` (the same graph) that sorts its nodes once, not once per rule:
+    every rule walks the nodes in order, and the sort was two thirds of the time of `check`."""
+    view = copy.copy(topology)
+    order = topology.order()
+    view.order = lambda: list(order)  # type: ignore[method-assign]
+    return view
 
 
 def _cycles(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
@@ -119,7 +133,9 @@ def _windows(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagn
             out.append(Diagnostic(f"window '{node.name}' is not followed by an aggregation", node.loc,
                                   "add an aggregate step, e.g. aggregate(n=agg.count())", rule="window"))
         if node.size_ms <= 0:
-            out.append(Diagnostic("a window needs a size above zero", node.loc, rule="window"))
+            # A session window's SIZE is its gap (events closer than it form one session).
+            what = "a session window needs a gap" if node.window == "session" else "a window needs a size"
+            out.append(Diagnostic(f"{what} above zero", node.loc, rule="window"))
         if node.window == "hopping":
             if not node.step_ms or node.step_ms <= 0:
                 out.append(Diagnostic("a hopping window needs a step above zero", node.loc, rule="window"))
@@ -226,6 +242,25 @@ def _timers(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagno
     return [Diagnostic(f"timer '{node.name}' needs an interval above zero", node.loc,
                        "write a duration such as 10s or 500ms", rule="timer")
             for node in topology.nodes() if isinstance(node, n.Timer) and node.interval_ms <= 0]
+
+
+def _bounds(topology: Topology, schemas: dict[str, StreamSchema]) -> list[Diagnostic]:
+    """Partition counts and durations past `dataflow.ir.bounds` (a typo such as 99999999999
+    partitions would pass every other rule and then exhaust memory when the topic is made)."""
+    out = []
+    for node in topology.nodes():
+        count = getattr(node, "partitions", None)
+        if count is not None:
+            problem = partitions_problem(count)
+            if problem:
+                out.append(Diagnostic(f"'{node.name}': {problem}", node.loc,
+                                      "Kafka's guidance is a few thousand partitions per broker", rule="bounds"))
+        for field in ("size_ms", "step_ms", "grace_ms", "expires_ms", "within_ms", "interval_ms"):
+            ms = getattr(node, field, None)
+            problem = duration_problem(ms) if isinstance(ms, int) else None
+            if problem:
+                out.append(Diagnostic(f"'{node.name}': {problem}", node.loc, rule="bounds"))
+    return out
 
 
 AGENT_HINT = ('an agent is named by its import path, "package.module:agent", found from the working '

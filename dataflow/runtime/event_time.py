@@ -63,7 +63,14 @@ class EventTimeGuard:
         return ts
 
     def reason(self, ts: int) -> str:
-        """Why `ts` is refused (it is out of range)."""
+        """Why `ts` is refused (it is out of range).
+
+        >>> EventTimeGuard(0, 1000).reason(int(1e300))
+        'event time 1e+300 ms is out of range: after the year 9999'
+        """
+        if _iso(ts) is None:  # no calendar date: say so, in a few characters (1e300 has 301 digits)
+            return f"event time {compact_ms(ts)} ms is out of range: {'after' if ts > 0 else 'before'} the year " \
+                   f"{9999 if ts > 0 else 1}"
         if ts < self.low_ms:
             return f"event time {_iso(ts)} is before min_event_time ({_iso(self.low_ms)})"
         now = int(self.clock() * 1000)
@@ -71,12 +78,26 @@ class EventTimeGuard:
                 f"after the wall clock ({_iso(now)})")
 
 
-def _iso(ms: int) -> str:
+def _iso(ms: int) -> str | None:
+    """ISO-8601 text of a time, None when it is beyond what a datetime holds (years 1 to 9999)."""
     try:
         text = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
     except (OverflowError, ValueError, OSError):
-        return f"{ms} ms"  # beyond what a datetime holds
+        return None
     return text.replace(".000+00:00", "Z").replace("+00:00", "Z")
+
+
+def compact_ms(ms: int) -> str:
+    """An int as written, or in scientific notation once it is longer than a timestamp ever is.
+
+    >>> compact_ms(1_700_000_000_000), compact_ms(-25 * 10**301), compact_ms(12345678901234567890)
+    ('1700000000000', '-2.5e+302', '1.234e+19')
+    """
+    digits = str(abs(ms))
+    if len(digits) <= 16:
+        return str(ms)
+    mantissa = f"{digits[0]}.{digits[1:4]}".rstrip("0").rstrip(".")
+    return f"{'-' if ms < 0 else ''}{mantissa}e+{len(digits) - 1}"
 
 
 def field_time(value: Any, path: tuple[str, ...]) -> int:

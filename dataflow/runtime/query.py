@@ -18,12 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..ir import nodes as n
+from ..ir.functions import suggest
 from ..planner.plan import ExecutionPlan
 from ..transport.base import TP, open_transport
 from .engine import compile_agent
 from .state import StateManager, make_tables
 
-__all__ = ["UnknownTable", "read_table"]
+__all__ = ["UnknownTable", "read_table", "unknown_table"]
 
 
 class UnknownTable(KeyError):
@@ -36,6 +38,50 @@ def table_names(plan: ExecutionPlan) -> list[str]:
     return sorted(s.name for s in plan.stores if s.kind != "window-events")
 
 
+def unknown_table(plan: ExecutionPlan, name: str) -> UnknownTable:
+    """Why `name` cannot be queried: it names a stream or a window (which keep no rows of their
+    own), or nothing (with the closest table name); and which tables there are.
+
+    >>> from dataflow import Flow
+    >>> from dataflow.planner import plan
+    >>> flow = Flow("q", partitions=1)
+    >>> words = flow.source("words", value=str)
+    >>> _ = words.group_by("_value", name="w").count(name="counts")
+    >>> print(unknown_table(plan(flow.topology()), "count"))
+    pipeline q has no table 'count'; did you mean 'counts'? its tables are: counts
+    >>> print(unknown_table(plan(flow.topology()), "words"))
+    pipeline q has no table 'words': it is a stream (read from the topic words), which keeps no rows; its tables are: \
+counts; hint: to query a stream's latest row per key, make a table of it: `| to_table` (.flow), `.to_table()` (Python)
+    """
+    tables = table_names(plan)
+    listed = f"its tables are: {', '.join(tables) or 'none'}"
+    node = _steps_by_name(plan).get(name)
+    if node is None:
+        best = suggest(name, tables)
+        return UnknownTable(f"pipeline {plan.name} has no table {name!r}; "
+                            + (f"did you mean {best!r}? " if best else "") + listed)
+    if isinstance(node, n.Window):
+        owners = sorted(s.name for s in plan.stores if s.window is not None and s.window.name == node.name)
+        where = f"its rows are in the table {', '.join(map(repr, owners))}" if owners else "it keeps no rows"
+        return UnknownTable(f"pipeline {plan.name} has no table {name!r}: it is a window, and {where}; {listed}")
+    made_by = f"read from the topic {node.topic}" if isinstance(node, n.Source) else f"the output of its {node.kind} step"
+    buffers = sorted(s.name for s in plan.stores if s.node == node.name and s.kind == "join-window")
+    if buffers:
+        made_by += f"; {' and '.join(buffers)} buffer its inputs"
+    return UnknownTable(f"pipeline {plan.name} has no table {name!r}: it is a stream ({made_by}), which keeps no "
+                        f"rows; {listed}; hint: to query a stream's latest row per key, make a table of it: "
+                        "`| to_table` (.flow), `.to_table()` (Python)")
+
+
+def _steps_by_name(plan: ExecutionPlan) -> dict[str, n.Node]:
+    """Every step of the plan by its name, including those fused into one."""
+    out: dict[str, n.Node] = {}
+    for node in plan.topology.nodes():
+        for step in node.steps if isinstance(node, n.Fused) else (node,):
+            out[step.name] = step
+    return out
+
+
 async def read_table(plan: ExecutionPlan, table: str, data_dir: str | Path, broker: str | None = None,
                      key: Any = None, *, with_key: bool = False) -> list[tuple[Any, Any]]:
     """``(key, value)`` rows of ``table`` (windowed tables: ``((key, window_start), row)``).
@@ -43,8 +89,7 @@ async def read_table(plan: ExecutionPlan, table: str, data_dir: str | Path, brok
     With ``with_key``, only the rows whose key (or, windowed, whose key part) equals ``key``.
     """
     if table not in table_names(plan):
-        raise UnknownTable(f"pipeline {plan.name} has no table {table!r}; "
-                           f"its tables are: {', '.join(table_names(plan)) or 'none'}")
+        raise unknown_table(plan, table)
     transport = open_transport(broker, str(data_dir), plan.settings)
     await transport.start()
     try:

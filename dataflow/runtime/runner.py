@@ -1,8 +1,11 @@
 """`dataflow run`: feed inputs, run the worker, tail outputs, stop cleanly.
 
 Inputs (`--input TOPIC=FILE.jsonl`) are produced before the worker starts
-consuming (stdin is fed while it runs). Each line is a JSON value; with
-`keyed=True` a `{"key": ..., "value": ...}` object. A line that is not valid
+consuming (stdin is fed while it runs). A file is streamed in chunks and, on the
+embedded local log, resumable: its read position is written with its records, so
+a rerun goes on where the last run stopped (see `file_sources`). Each line is a JSON value; with
+`keyed=True` a `{"key": ..., "value": ...}` object, optionally with the message's
+`"timestamp"` and `"headers"` (the shape outputs are written in). A line that is not valid
 JSON is still produced, byte for byte, so the worker dead-letters it with the
 reason instead of the run failing. Outputs (`--output TOPIC=FILE|-`) are read
 back from the sink topic by a consumer of their own and written as JSON lines
@@ -21,9 +24,11 @@ from typing import Any, TextIO
 
 import orjson
 
+from ..ir.timestamps import parse_iso
 from ..planner.plan import ExecutionPlan
 from ..transport.base import TP, Consumer, Message, ProducerRecord, Transport, open_transport
 from .codecs import get_codec
+from .file_sources import FileChanged, FileSource, progress_line
 from .monitor import Monitor
 from .worker import Worker, WorkerOptions
 
@@ -39,6 +44,8 @@ class RunOptions:
     #: with until_idle: finish at the end of the input (close windows, emit unmatched join rows)
     bounded: bool = True
     progress: bool = False
+    #: produce input files again from their start, even if an earlier run read them
+    reread: bool = False
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
 
@@ -65,10 +72,16 @@ def state_dir_for(transport: Any, data_dir: str) -> str | None:
 async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
     """Run `plan` until stopped (or idle); returns the monitor with everything counted."""
     topics = {t.name: t for t in plan.topics}
-    for topic, _ in options.inputs + options.outputs:
+    user = ", ".join(sorted(t.name for t in plan.topics if not t.internal))
+    for topic, _ in options.inputs:
         if topic not in topics:
-            user = sorted(t.name for t in plan.topics if not t.internal)
-            raise InputError(f"pipeline {plan.name} has no topic '{topic}'; its topics are: {', '.join(user)}")
+            raise InputError(f"pipeline {plan.name} has no topic '{topic}'; its topics are: {user}")
+    for topic, _ in options.outputs:
+        if topic not in topics:
+            # What was dead-lettered is the first thing to look at, and its topic is internal.
+            dead = ", ".join(t.name for t in plan.topics if t.role == "dead-letter")
+            raise InputError(f"pipeline {plan.name} has no topic '{topic}'; its topics are: {user}, and its "
+                             f"dead-letter topic {dead}")
     data_dir = data_dir_for(plan, options)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     broker = options.broker or plan.settings.broker
@@ -93,10 +106,12 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
         await worker.start()
         for topic, path in options.inputs:
             if path != "-":
-                await feed(transport, plan, topic, Path(path).read_bytes().splitlines(), options.keyed)
+                await feed_file(transport, plan, topic, path, options)
         for topic, path in options.inputs:
             if path == "-":
                 feeders.append(asyncio.create_task(feed_stdin(transport, plan, topic, options.keyed)))
+                # A line stdin cannot send (a bad "timestamp") stops the run with its error.
+                feeders[-1].add_done_callback(lambda f: _failed(f) is None or worker.request_stop())
         for topic, path in options.outputs:
             tailer = _Tailer(transport, plan, topic, path, options.stdout)
             await tailer.start()
@@ -113,6 +128,9 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
 
         await worker.run(until_idle=options.until_idle, idle_when=inputs_done,
                          bounded=options.until_idle and options.bounded)
+        for f in feeders:
+            if (error := _failed(f)) is not None:
+                raise error
         for t in tailers:
             t.finish()
         await asyncio.gather(*tail_tasks)
@@ -132,6 +150,10 @@ async def run_plan(plan: ExecutionPlan, options: RunOptions) -> Monitor:
     return worker.monitor
 
 
+def _failed(task: asyncio.Task[Any]) -> BaseException | None:
+    return task.exception() if task.done() and not task.cancelled() else None
+
+
 def _stop_all(worker: Worker, tailers: list["_Tailer"], sig: int | None = None) -> None:
     if sig is not None:
         worker.monitor.stopped_by = sig  # the command's exit status reports an interrupt (130 for Ctrl-C)
@@ -142,18 +164,97 @@ def _stop_all(worker: Worker, tailers: list["_Tailer"], sig: int | None = None) 
 
 def encode_line(line: bytes, serializer: str, keyed: bool) -> tuple[bytes | None, bytes]:
     """The key and value bytes for one input line (malformed lines pass through unchanged)."""
+    record = input_record("", line, serializer, keyed)
+    return record.key, record.value or b""
+
+
+def input_record(topic: str, line: bytes, serializer: str, keyed: bool) -> ProducerRecord:
+    """The record to produce for one input line.
+
+    A line that is not JSON (or, keyed, not an object with a "value") passes through
+    unchanged as the value, so the worker dead-letters it with the reason. A keyed line may
+    also carry the message's "timestamp" (epoch ms, or ISO-8601 text) and "headers" (an
+    object of text), as `--output` and `dataflow tail` print them, so that what one run
+    writes can be fed to another; its other fields ("topic", "partition", "offset") are
+    ignored. A timestamp or headers that cannot be sent are an InputError.
+
+    >>> r = input_record("t", b'{"key": "a", "value": 1, "timestamp": "2024-01-01T00:00:00Z", '
+    ...                  b'"headers": {"h": "x"}}', "json", keyed=True)
+    >>> r.key, r.value, r.timestamp, r.headers
+    (b'"a"', b'1', 1704067200000, (('h', b'x'),))
+    """
     line = line.strip()
     codec = get_codec(serializer)
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return None, line
-    if keyed:
-        if not isinstance(obj, dict) or "value" not in obj:
-            return None, line
-        key = obj.get("key")
-        return (orjson.dumps(key) if key is not None else None), codec.dumps(obj["value"])
-    return None, (line if serializer == "json" else codec.dumps(obj))
+        return ProducerRecord(topic, None, line)
+    if not keyed:
+        return ProducerRecord(topic, None, line if serializer == "json" else codec.dumps(obj))
+    if not isinstance(obj, dict) or "value" not in obj:
+        return ProducerRecord(topic, None, line)
+    key = obj.get("key")
+    try:
+        timestamp, headers = keyed_line_extras(obj)
+    except ValueError as e:
+        raise InputError(f"{e} ({_excerpt(line)})") from None
+    return ProducerRecord(topic, orjson.dumps(key) if key is not None else None, codec.dumps(obj["value"]),
+                          timestamp=timestamp, headers=headers)
+
+
+#: A message timestamp is a signed 64-bit int of epoch ms on every transport; before 1970 none accepts it.
+_MAX_MESSAGE_TIMESTAMP = 2**63 - 1
+
+
+def keyed_line_extras(line: dict[str, Any]) -> tuple[int | None, tuple[tuple[str, bytes], ...]]:
+    """The message timestamp and headers a keyed line gives (`dataflow run --keyed`,
+    `dataflow send --keyed`), or ValueError saying what is wrong with them.
+
+    "timestamp" is epoch milliseconds or ISO-8601 text (None: the broker stamps the time of
+    sending); "headers" an object of text, sent as UTF-8 (as `--output` decodes them).
+
+    >>> keyed_line_extras({"key": 1, "value": 2, "timestamp": 5, "headers": {"h": "x"}})
+    (5, (('h', b'x'),))
+    >>> keyed_line_extras({"value": 2, "timestamp": 1.5})
+    Traceback (most recent call last):
+    ValueError: "timestamp" must be epoch milliseconds (an int) or ISO-8601 text, got 1.5
+    """
+    return _line_timestamp(line.get("timestamp")), _line_headers(line.get("headers"))
+
+
+def _line_timestamp(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is int:
+        ms = value
+    elif type(value) is str:
+        try:
+            ms = parse_iso(value)
+        except ValueError:
+            raise ValueError(f'"timestamp" {value[:40]!r} is not ISO-8601 text; write epoch milliseconds as a '
+                             'JSON number, or text such as "2024-01-01T00:00:00Z"') from None
+    else:
+        raise ValueError('"timestamp" must be epoch milliseconds (an int) or ISO-8601 text, got '
+                         f"{orjson.dumps(value).decode()[:40]}")
+    if not 0 <= ms <= _MAX_MESSAGE_TIMESTAMP:
+        raise ValueError(f'"timestamp" {value!r} is out of range for a message timestamp (epoch milliseconds '
+                         "from 1970 on)")
+    return ms
+
+
+def _line_headers(value: Any) -> tuple[tuple[str, bytes], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError('"headers" must be an object of text values, such as {"source": "import"}')
+    return tuple((name, text.encode()) for name, text in value.items())
+
+
+def _excerpt(line: bytes) -> str:
+    text = line.decode("utf-8", "replace")
+    return f"input line {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
 async def feed(transport: Transport, plan: ExecutionPlan, topic: str, lines: list[bytes], keyed: bool,
@@ -167,8 +268,7 @@ async def feed(transport: Transport, plan: ExecutionPlan, topic: str, lines: lis
         for line in lines:
             if not line.strip():
                 continue
-            key, value = encode_line(line, serializer, keyed)
-            pending.append(ProducerRecord(topic, key, value))
+            pending.append(input_record(topic, line, serializer, keyed))
             if len(pending) >= batch:
                 await producer.send_batch(pending)
                 sent += len(pending)
@@ -180,6 +280,37 @@ async def feed(transport: Transport, plan: ExecutionPlan, topic: str, lines: lis
         return sent
     finally:
         await producer.stop()
+
+
+#: the clock of the input progress line (a test replaces it)
+progress_clock = time.monotonic
+
+
+async def feed_file(transport: Transport, plan: ExecutionPlan, topic: str, path: str, options: RunOptions) -> int:
+    """Stream a file into ``topic``, going on from where an earlier run stopped (local log)."""
+    serializer, keyed = plan.topic(topic).serializer, options.keyed
+    started = last = progress_clock()
+
+    def show(source: FileSource) -> None:  # at most twice a second: a terminal line, not a log
+        nonlocal last
+        now = progress_clock()
+        if now - last >= 0.5 and source.position is not None:
+            last = now
+            begun = source.start.offset if source.start is not None else 0
+            options.stderr.write("\r\x1b[K" + progress_line(path, source.sent, source.position.offset, source.size,
+                                                            source.position.offset - begun, now - started))
+            options.stderr.flush()
+
+    source = FileSource(transport, topic, path, record=lambda line: input_record(topic, line, serializer, keyed),
+                        batch=plan.settings.batch_size, reread=options.reread,
+                        on_chunk=show if options.progress else None)
+    try:
+        return await source.feed()
+    except FileChanged as e:
+        raise InputError(str(e)) from None
+    finally:
+        if options.progress:
+            options.stderr.write("\r\x1b[K")
 
 
 async def feed_stdin(transport: Transport, plan: ExecutionPlan, topic: str, keyed: bool) -> int:
@@ -219,7 +350,7 @@ class _Tailer:
                 offsets: dict[TP, int] = {}
                 for tp in sorted(batches):
                     for m in batches[tp]:
-                        lines.append(message_line(m, _value(self.codec, m.value)))
+                        lines.append(message_line(m, decoded_value(self.codec, m.value)))
                         offsets[tp] = m.offset + 1
                 out.write(b"\n".join(lines).decode() + "\n")
                 out.flush()
@@ -258,7 +389,8 @@ def message_line(m: Message, value: Any) -> bytes:
     return orjson.dumps(row)
 
 
-def _value(codec: Any, data: bytes | None) -> Any:
+def decoded_value(codec: Any, data: bytes | None) -> Any:
+    """A record's value as its codec reads it, or as text when it does not (shown, not failed)."""
     if data is None:
         return None
     try:

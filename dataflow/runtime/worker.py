@@ -262,10 +262,12 @@ class Worker:
                 try:
                     await self.state.assign(tps, self.consumer.committed)
                 except Exception as e:
-                    # The partitions would never become ready: stop the run loudly instead.
+                    # The partitions would never become ready: stop the run loudly instead. Not
+                    # re-raised: the run reports it once, as a RestoreError (the transport would
+                    # only log it again, with a traceback).
                     self._failure = e
                     self._stopping.set()
-                    raise
+                    return
                 self.monitor.restored_records += self.state.restored - before
             self._ready |= tps
 
@@ -385,6 +387,9 @@ class Worker:
                 async with self._lock:  # caught up: make the outputs waiting for a transaction visible
                     await self._commit_now()
             elif until_idle and idle_when():
+                if self.aligner is not None and self.aligner.held_by_watermarks and self.aligner.buffered:
+                    async with self._lock:  # its idle check: a quiet upstream may be what they wait for
+                        await self.commit()
                 if await self._shares_group():
                     async with self._lock:  # caught up: peers deciding whether they are idle wait for these offsets
                         await self.commit(force=bool(self.tracker.committable()))

@@ -17,6 +17,7 @@ data does not reflect.
 from __future__ import annotations
 
 import bisect
+import logging
 import shutil
 import time
 from abc import ABC, abstractmethod
@@ -25,14 +26,23 @@ from pathlib import Path
 
 import plyvel
 
+from .faults import StorageError, claim, classify, release, storage_error
+
 __all__ = ["LevelDBStore", "MemoryStore", "PartitionStore", "StoreLockedError", "open_store", "store_path"]
+
+logger = logging.getLogger(__name__)
 
 _DATA = b"d"  # data keys: b"d" + key
 _META = b"m"  # metadata keys: b"m" + name
 
 
-class StoreLockedError(Exception):
+class StoreLockedError(StorageError):
     """Another process holds the store's LevelDB LOCK."""
+
+
+def _store_fault(exc: BaseException, path: Path) -> StorageError:
+    return storage_error(exc, "state store", path,
+                         corrupt_hint="delete that directory; it is rebuilt from its changelog on the next run")
 
 
 class PartitionStore(ABC):
@@ -117,23 +127,28 @@ class LevelDBStore(PartitionStore):
         error: Exception | None = None
         for attempt in range(max(1, attempts)):
             try:
-                self._db = plyvel.DB(str(self.path), create_if_missing=True)
+                # paranoid: a damaged block is an error (then a rebuild), never silently dropped
+                self._db = plyvel.DB(str(self.path), create_if_missing=True, paranoid_checks=True)
                 break
-            except plyvel.IOError as exc:
-                if "LOCK" not in str(exc):
-                    raise
+            except plyvel.Error as exc:
+                if classify(exc) != "locked":  # corrupt, read-only, disk full: waiting will not help
+                    raise _store_fault(exc, self.path) from None
                 error = exc
                 if attempt + 1 < attempts:
                     time.sleep(backoff * 2**attempt)
         else:
-            raise StoreLockedError(
-                f"state store {self.path} is locked; another `dataflow run` is probably using this "
-                "data directory; hint: stop it, or pass a different --data-dir") from error
+            assert error is not None
+            fault = _store_fault(error, self.path)
+            raise StoreLockedError(str(fault), fault.kind, fault.path) from None
+        claim(self.path)
         self._data = self._db.prefixed_db(_DATA)
         self._meta = self._db.prefixed_db(_META)
 
     def get(self, key: bytes) -> bytes | None:
-        return self._data.get(key)
+        try:
+            return self._data.get(key)
+        except plyvel.Error as exc:
+            raise _store_fault(exc, self.path) from None
 
     def range(self, start: bytes | None = None, stop: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         return self._data.iterator(start=start, stop=stop)
@@ -143,17 +158,22 @@ class LevelDBStore(PartitionStore):
 
     def apply(self, changes: Iterable[tuple[bytes, bytes | None]], meta: dict[bytes, bytes]) -> None:
         # No fsync: the changelog, not the store, is what a crash is recovered from.
-        with self._db.write_batch() as batch:
-            for key, value in changes:
-                if value is None:
-                    batch.delete(_DATA + key)
-                else:
-                    batch.put(_DATA + key, value)
-            for name, value in meta.items():
-                batch.put(_META + name, value)
+        batch = self._db.write_batch()
+        for key, value in changes:
+            if value is None:
+                batch.delete(_DATA + key)
+            else:
+                batch.put(_DATA + key, value)
+        for name, value in meta.items():
+            batch.put(_META + name, value)
+        try:
+            batch.write()
+        except (plyvel.Error, OSError) as exc:
+            raise _store_fault(exc, self.path) from None
 
     def close(self) -> None:
         self._db.close()
+        release(self.path)
 
 
 def store_path(data_dir: str | Path, store: str, partition: int) -> Path:
@@ -172,7 +192,16 @@ def open_store(backend: str, name: str, partition: int, data_dir: str | Path | N
     if backend == "leveldb":
         if data_dir is None:
             raise ValueError("a leveldb store needs a data directory")
-        return LevelDBStore(name, partition, store_path(data_dir, name, partition))
+        path = store_path(data_dir, name, partition)
+        try:
+            return LevelDBStore(name, partition, path)
+        except StorageError as e:
+            if e.kind != "corrupt":
+                raise
+            # The changelog is the truth and the store a cache of it: start the cache again.
+            logger.warning("%s; rebuilding it from its changelog", str(e).split("; hint:")[0])
+            drop_store(data_dir, name, partition)
+            return LevelDBStore(name, partition, path)
     raise ValueError(f"unknown store backend {backend!r}; hint: memory or leveldb")
 
 

@@ -51,8 +51,8 @@ from ..planner.plan import ExecutionPlan
 from ..planner.render import to_text
 from ..runtime.codecs import get_codec
 from ..runtime.flow_timers import stop_timers
-from ..runtime.query import UnknownTable, table_names
-from ..runtime.runner import json_or_text
+from ..runtime.query import table_names, unknown_table
+from ..runtime.runner import decoded_value, json_or_text
 from ..runtime.watermarks import is_heartbeat
 from ..runtime.worker import Worker, WorkerOptions
 from ..transport.base import Consumer, Message, Producer, ProducerRecord, TopicSpec
@@ -167,7 +167,7 @@ class PipelineDriver:
         in offset order), decoded as the topic declares."""
         self._open()
         codec = get_codec(self._topic(topic).serializer)
-        return [OutputRecord(json_or_text(m.key), _decoded(codec, m.value), m.timestamp, _headers(m.headers),
+        return [OutputRecord(json_or_text(m.key), decoded_value(codec, m.value), m.timestamp, _headers(m.headers),
                              m.partition) for m in self._call(self._messages(topic))]
 
     def read_values(self, topic: str) -> list[Any]:
@@ -201,8 +201,7 @@ class PipelineDriver:
         ``window_start`` and ``window_end``."""
         self._open()
         if name not in table_names(self.plan):
-            raise UnknownTable(f"pipeline {self.plan.name} has no table {name!r}; "
-                               f"its tables are: {', '.join(table_names(self.plan)) or 'none'}")
+            raise unknown_table(self.plan, name)
         return self.worker.tables[name].rows()
 
     def plan_text(self, locations: bool = True) -> str:
@@ -339,15 +338,6 @@ def _raw(obj: Any, dumps: Any) -> bytes | None:
     if obj is None or isinstance(obj, bytes):
         return obj
     return dumps(obj)
-
-
-def _decoded(codec: Any, data: bytes | None) -> Any:
-    if data is None:
-        return None
-    try:
-        return codec.loads(data)
-    except Exception:  # noqa: BLE001 - show what is there rather than fail the read
-        return data.decode("utf-8", "replace")
 
 
 def _headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:

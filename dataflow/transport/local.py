@@ -9,6 +9,7 @@ single LevelDB (keys sort bytewise, so each partition is one contiguous key rang
   ``[timestamp, key, value, headers]``)
 * ``c/<topic>/<partition>/<group>`` -- a committed offset (8 bytes big-endian)
 * ``s/<store>/<key>`` -- state-store data written through :meth:`LocalTransport.transaction`
+  (e.g. the read positions of ``--input`` files, store ``dataflow.inputs``)
 
 Durability: appends are written without fsync (they survive a crash of this process, as
 the OS has them); every commit, transaction, ``flush()`` and clean stop is written with
@@ -29,10 +30,11 @@ holds at least everything up to the last commit, and consumers resume from it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,6 +42,7 @@ from typing import Any
 import msgpack
 import plyvel
 
+from dataflow.state.faults import StorageError, claim, classify, release, storage_error
 from dataflow.transport.base import (
     TP,
     LogLockedError,
@@ -50,7 +53,7 @@ from dataflow.transport.base import (
 )
 from dataflow.transport.memory import Clock, Entry, InProcessBroker, InProcessTransport
 
-__all__ = ["LocalLog", "LocalTransaction", "LocalTransport"]
+__all__ = ["LocalLog", "LocalTransaction", "LocalTransport", "LogStorageError"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,17 @@ def _decode(tp: TP, offset: int, raw: bytes) -> Message:
     timestamp, key, value, headers = msgpack.unpackb(raw, raw=False)
     return Message(tp.topic, tp.partition, offset, key, value, timestamp,
                    tuple((h, v) for h, v in headers) if headers else ())
+
+
+class LogStorageError(TransportError, StorageError):
+    """A fault of the local log's storage (disk full, read-only, corrupt, ...), worded for the
+    user by :func:`dataflow.state.faults.storage_error`; ``kind`` says which."""
+
+
+def repair_hint(path: Path) -> str:
+    """What to do about a corrupt local log in ``path`` (``<data_dir>/log``)."""
+    return (f"stop every run using it, then `dataflow repair --data-dir {path.parent}` keeps the readable "
+            "records and reports the lost offsets")
 
 
 class LocalLog(InProcessBroker):
@@ -130,22 +144,39 @@ class LocalLog(InProcessBroker):
         for attempt in range(self._open_attempts):
             try:
                 self._db = await loop.run_in_executor(
-                    None, functools.partial(plyvel.DB, str(self.path), create_if_missing=True)
+                    None, functools.partial(plyvel.DB, str(self.path), create_if_missing=True, paranoid_checks=True)
                 )
                 break
-            except plyvel.IOError as exc:
-                if "LOCK" not in str(exc):
-                    raise TransportError(f"cannot open local log {self.path}: {exc}") from exc
+            except plyvel.Error as exc:
+                if classify(exc) != "locked":  # read-only, disk full, corrupt: waiting will not help
+                    raise self._fault(exc) from None
                 error = exc
                 if attempt + 1 < self._open_attempts:
                     await asyncio.sleep(self._open_backoff * 2**attempt)
         else:
-            raise LogLockedError(
-                f"local log {self.path} is locked after {self._open_attempts} attempts; "
-                "another `dataflow run` is probably using this data directory; "
-                "hint: stop it, or pass a different --data-dir"
-            ) from error
-        await loop.run_in_executor(None, self._recover)
+            assert error is not None
+            raise LogLockedError(str(storage_error(error, "local log", self.path))) from None
+        claim(self.path)
+        try:
+            with self._faults("reading its topics and commits"):
+                await loop.run_in_executor(None, self._recover)
+        except BaseException:
+            db, self._db = self._db, None
+            db.close()
+            release(self.path)
+            raise
+
+    def _fault(self, exc: BaseException, where: str | None = None) -> LogStorageError:
+        error = storage_error(exc, "local log", self.path, where=where, corrupt_hint=repair_hint(self.path))
+        return LogStorageError(str(error), error.kind, error.path)
+
+    @contextlib.contextmanager
+    def _faults(self, where: str | None = None) -> Iterator[None]:
+        """Turn LevelDB's and the OS's errors into one :class:`LogStorageError` line."""
+        try:
+            yield
+        except (plyvel.Error, OSError) as exc:
+            raise self._fault(exc, where) from None
 
     def _recover(self) -> None:
         db = self.db
@@ -164,11 +195,17 @@ class LocalLog(InProcessBroker):
             for partition in range(spec.partitions):
                 tp = TP(spec.name, partition)
                 prefix = _message_prefix(tp)
-                last = next(db.iterator(prefix=prefix, reverse=True, include_value=False), None)
+                with self._faults(f"topic {spec.name} partition {partition}, finding its end"):
+                    last = next(db.iterator(prefix=prefix, reverse=True, include_value=False), None)
                 self._ends[tp] = 0 if last is None else _OFFSET.unpack(last[len(prefix) :])[0] + 1
         for key, raw in db.iterator(prefix=b"c/"):
             _, topic, partition, group_id = key.decode().split("/", 3)
             self._commits[(group_id, TP(topic, int(partition)))] = _OFFSET.unpack(raw)[0]
+        for (_, tp), offset in self._commits.items():
+            # Only after a repair that lost a partition's last records can a commit be past its
+            # end: new records then start at the commit, so no consumer skips them.
+            if tp in self._ends and offset > self._ends[tp]:
+                self._ends[tp] = offset
 
     async def close(self) -> None:
         """Make everything durable and release the directory's LOCK."""
@@ -178,7 +215,13 @@ class LocalLog(InProcessBroker):
             if self._reads:
                 await asyncio.wait(set(self._reads))
             db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(None, self._sync_and_close, db)
+            try:
+                with self._faults("writing its last changes"):
+                    await asyncio.get_running_loop().run_in_executor(None, self._sync_and_close, db)
+            finally:
+                if not db.closed:
+                    db.close()
+                release(self.path)
 
     @staticmethod
     def _sync_and_close(db: plyvel.DB) -> None:
@@ -192,7 +235,8 @@ class LocalLog(InProcessBroker):
         for spec in specs:
             batch.put(f"t/{spec.name}".encode(), msgpack.packb({"partitions": spec.partitions, "compacted": spec.compacted}))
         async with self._write_lock:
-            await asyncio.get_running_loop().run_in_executor(None, batch.write)
+            with self._faults("creating topics"):
+                await asyncio.get_running_loop().run_in_executor(None, self._write_batch, batch)
             for spec in specs:
                 for partition in range(spec.partitions):
                     self._ends[TP(spec.name, partition)] = 0
@@ -207,11 +251,17 @@ class LocalLog(InProcessBroker):
             ends[tp] = offset + 1
         return offsets, ends
 
+    @staticmethod
+    def _write_batch(batch: Any) -> None:
+        """Every batch of the log is written here: the one door a write fault comes through."""
+        batch.write()
+
     async def _write(self, batch: Any, size: int) -> None:
-        if size <= _INLINE_WRITE:
-            batch.write()
-        else:
-            await asyncio.get_running_loop().run_in_executor(None, batch.write)
+        with self._faults("appending records"):
+            if size <= _INLINE_WRITE:
+                self._write_batch(batch)
+            else:
+                await asyncio.get_running_loop().run_in_executor(None, self._write_batch, batch)
 
     async def _append(self, entries: Sequence[Entry]) -> list[int]:
         async with self._write_lock:
@@ -244,12 +294,24 @@ class LocalLog(InProcessBroker):
             self._reads.discard(future)
 
     def _read(self, tp: TP, start: int, end: int, limit: int) -> list[Message]:
+        try:
+            return self._read_records(tp, start, end, limit)
+        except (plyvel.Error, OSError, ValueError, TypeError) as exc:
+            # ValueError/TypeError: msgpack cannot decode a record's bytes, which LevelDB did not
+            # catch (block checksums are not verified on every read): the file is corrupt too.
+            if not isinstance(exc, (plyvel.Error, OSError)):
+                exc = plyvel.CorruptionError(f"Corruption: a record cannot be decoded ({exc})".encode())
+            raise self._fault(exc, f"topic {tp.topic} partition {tp.partition}, reading from offset {start}") from None
+
+    def _read_records(self, tp: TP, start: int, end: int, limit: int) -> list[Message]:
         prefix = _message_prefix(tp)
         size = len(prefix)
         unpack = _OFFSET.unpack_from
         messages = []
         # Iterating by key (not offset arithmetic) skips any gaps in the offsets.
-        for key, raw in self.db.iterator(start=prefix + _OFFSET.pack(start), stop=prefix + _OFFSET.pack(end)):
+        # Checksums verified: a damaged block is an error naming this partition, never garbled records.
+        for key, raw in self.db.iterator(start=prefix + _OFFSET.pack(start), stop=prefix + _OFFSET.pack(end),
+                                         verify_checksums=True):
             messages.append(_decode(tp, unpack(key, size)[0], raw))
             if len(messages) == limit:
                 break
@@ -266,20 +328,22 @@ class LocalLog(InProcessBroker):
             batch = self.db.write_batch(sync=True)
             for tp, offset in offsets.items():
                 batch.put(_commit_key(group_id, tp), _OFFSET.pack(offset))
-            await asyncio.get_running_loop().run_in_executor(None, batch.write)
+            with self._faults("committing offsets"):
+                await asyncio.get_running_loop().run_in_executor(None, self._write_batch, batch)
             for tp, offset in offsets.items():
                 self._commits[(group_id, tp)] = offset
 
     async def flush(self) -> None:
         async with self._write_lock:
-            await asyncio.get_running_loop().run_in_executor(
-                None, functools.partial(self.db.put, b"v", LAYOUT_VERSION, sync=True)
-            )
+            with self._faults("flushing"):
+                await asyncio.get_running_loop().run_in_executor(
+                    None, functools.partial(self.db.put, b"v", LAYOUT_VERSION, sync=True)
+                )
 
     # -- atomic writes -------------------------------------------------------------------
 
-    def transaction(self) -> LocalTransaction:
-        return LocalTransaction(self)
+    def transaction(self, *, sync: bool = True) -> LocalTransaction:
+        return LocalTransaction(self, sync=sync)
 
     async def _write_transaction(self, txn: LocalTransaction) -> list[tuple[int, int]]:
         entries = [self._resolve(record) for record in txn.records]
@@ -288,7 +352,7 @@ class LocalLog(InProcessBroker):
                 self.spec(tp.topic)
         async with self._write_lock:
             offsets, ends = self._assign_offsets(entries)
-            batch = self.db.write_batch(sync=True)
+            batch = self.db.write_batch(sync=txn.sync)
             for entry, offset in zip(entries, offsets, strict=True):
                 batch.put(_message_prefix(entry[0]) + _OFFSET.pack(offset), _encode(entry))
             for group_id, commits in txn.commits.items():
@@ -299,7 +363,8 @@ class LocalLog(InProcessBroker):
                     batch.delete(key)
                 else:
                     batch.put(key, value)
-            await asyncio.get_running_loop().run_in_executor(None, batch.write)
+            with self._faults("writing a transaction"):
+                await asyncio.get_running_loop().run_in_executor(None, self._write_batch, batch)
             self._ends.update(ends)
             for group_id, commits in txn.commits.items():
                 for tp, offset in commits.items():
@@ -310,7 +375,7 @@ class LocalLog(InProcessBroker):
 
 class LocalTransaction:
     """Output records, consumer offsets and state-store writes applied in ONE WriteBatch
-    (``sync=True``): after a crash either all of them are in the log or none is.
+    (``sync=True`` unless asked otherwise): after a crash either all of them are in the log or none is.
 
     Nothing is written until the ``async with`` block exits without an exception; then
     :attr:`results` holds ``(partition, offset)`` for each sent record, in order.
@@ -322,8 +387,9 @@ class LocalTransaction:
     ...         txn.put("totals", b"user-1", b"42")
     """
 
-    def __init__(self, log: LocalLog) -> None:
+    def __init__(self, log: LocalLog, *, sync: bool = True) -> None:
         self._log = log
+        self.sync = sync
         self.records: list[ProducerRecord] = []
         self.commits: dict[str, dict[TP, int]] = {}
         self.puts: list[tuple[bytes, bytes | None]] = []
@@ -411,9 +477,12 @@ class LocalTransport(InProcessTransport):
         finally:
             await self._log.close()
 
-    def transaction(self) -> LocalTransaction:
-        """An atomic batch of records, offset commits and store writes; see :class:`LocalTransaction`."""
-        return self._log.transaction()
+    def transaction(self, *, sync: bool = True) -> LocalTransaction:
+        """An atomic batch of records, offset commits and store writes; see :class:`LocalTransaction`.
+
+        ``sync=False`` skips the fsync: the batch is still all-or-nothing, and durable once the
+        next synced write (or ``flush()``) returns -- a process crash loses none of it."""
+        return self._log.transaction(sync=sync)
 
     async def commit_produced_and_offsets(
         self,

@@ -80,6 +80,20 @@ def test_stateless_siblings_get_a_suffix():
     assert names(flow) == ["w", "w.filter", "w.filter_2", "w.filter_3", "w.to_a", "w.to_b", "w.to_c"]
 
 
+def test_a_suffix_skips_names_already_given():
+    # Suffixes continue from the last one handed out; a name given by hand in between is skipped.
+    flow = Flow("app")
+    s = flow.source("w", value=W)
+    s.filter(col("amount") > 1).to("a")
+    s.filter(col("amount") > 2).to("b")
+    s.filter(col("amount") > 3, name="w.filter_3").to("c")
+    s.filter(col("amount") > 4).to("d")
+    s.filter(col("amount") > 5).to("e")
+    assert [n for n in names(flow) if ".filter" in n and ".to_" not in n] == [
+        "w.filter", "w.filter_2", "w.filter_3", "w.filter_4", "w.filter_5"]
+    assert flow.topology().successors("w.filter_4") == ["w.to_d"]
+
+
 def test_two_stateful_steps_with_one_derived_name_are_an_error():
     flow = Flow("app")
     s = flow.source("w", value=W)
@@ -88,7 +102,7 @@ def test_two_stateful_steps_with_one_derived_name_are_an_error():
         s.group_by("account_id").count(name="c2")  # @stateful-clash
     assert str(e.value) == (
         f"{HERE}:{line_of('stateful-clash')}: this step would be named 'w.by_account_id' like an earlier one; "
-        "its topic or store name derives from it, so give it a name: name=\"...\"")
+        "its topic or store name derives from it, so give it a name: .group_by(..., name=\"...\")")
 
 
 def test_a_given_name_resolves_the_clash():
@@ -147,7 +161,7 @@ def test_anchors_never_get_a_counted_suffix(step):
         return flow
 
     before = internal_names(build(False))
-    with pytest.raises(ValueError, match=r"give it a name: name="):
+    with pytest.raises(ValueError, match=r"give it a name: \.\w+\(\.\.\., name="):
         after = internal_names(build(True))
         assert after == before  # what must hold if the builder ever allows the clash
 

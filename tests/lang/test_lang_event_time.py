@@ -47,12 +47,37 @@ clicks | event_time secs * 1000 | to stdout
                     ^~~~~~~~~~~"""
 
 
-def test_a_text_event_time_expression_is_refused() -> None:
+def test_a_text_event_time_expression_is_refused_with_parse_time_in_the_hint() -> None:
     assert report("clicks | event_time raw | to stdout\n") == """\
-ads.flow:5:21: error: the event time must be a timestamp, got str; declare it timestamp (epoch ms), \
-timestamp(s) or an int of epoch ms
+ads.flow:5:21: error: the event time must be a timestamp, got str; if it holds ISO-8601 text, declare the field \
+'raw' timestamp (ISO-8601 text is read in every unit), or set the time in a stage: `event_time parse_time(raw)` \
+(builder: `.event_time(fn.parse_time(col("raw")))`)
 clicks | event_time raw | to stdout
                     ^~~"""
+    assert report("clicks | event_time lower(raw) | to stdout\n") == """\
+ads.flow:5:21: error: the event time must be a timestamp, got str; if it holds ISO-8601 text, set the time in a \
+stage: `event_time parse_time(lower(raw))`
+clicks | event_time lower(raw) | to stdout
+                    ^~~~~~~~~~"""
+
+
+def test_a_text_event_time_field_is_refused_and_what_the_hint_says_compiles() -> None:
+    assert report("topic texts: Click key str event_time raw\ntexts | to stdout\n") == """\
+ads.flow:5:1: error: the event-time field 'raw' must be a timestamp, got str; if it holds ISO-8601 text, declare \
+the field 'raw' timestamp (ISO-8601 text is read in every unit), or set the time in a stage: \
+`event_time parse_time(raw)` (builder: `.event_time(fn.parse_time(col("raw")))`)
+topic texts: Click key str event_time raw
+^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~"""
+    parse_flow(HEADER + "topic texts: Click key str\ntexts | event_time parse_time(raw) | to stdout\n", "ads.flow")
+    parse_flow(HEADER.replace("raw: str", "raw: timestamp") + "topic texts: Click key str event_time raw\n"
+               "texts | to stdout\n", "ads.flow")
+
+    class Text(Record):
+        raw: str
+
+    flow = Flow("ads")
+    flow.source("texts", value=Text).event_time(fn.parse_time(col("raw"))).to("out")
+    plan(flow.topology())
 
 
 def test_only_timestamps_take_a_unit_and_units_are_known() -> None:

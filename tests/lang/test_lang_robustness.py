@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from dataflow.builder import Flow
 from dataflow.lang import FlowError, format_source, parse_flow
+from dataflow.lang.diagnostics import source_lines
 from dataflow.lang.parser import lark_parser
 from dataflow.planner import plan
 from dataflow.planner.render import to_json
@@ -22,7 +23,8 @@ WORDS = ["pipeline", "record", "topic", "udf", "stream", "table", "filter", "map
          "branch", "default", "echo", "to", "stdout", "file", "key", "partitions", "serializer", "event_time",
          "optional", "list", "not", "and", "or", "is", "null", "true", "false", "count", "sum", "_key", "_value",
          "x", "amount", "ts", "|", "{", "}", "(", ")", "[", "]", "<", ">", ",", ":", ".", "=", "==", "-", "+",
-         "*", "?", "\n", " ", "# c\n", '"s"', '"', "1", "1.5", "10s", "5m", "\t", "é", "\\", "@", "'"]
+         "*", "?", "\n", " ", "# c\n", '"s"', '"', "1", "1.5", "10s", "5m", "\t", "é", "\\", "@", "'", "\r",
+         "\r\n", "9" * 30, "1e999"]
 
 TERMINALS = {t.name for t in lark_parser().terminals} | {"$END"}
 
@@ -65,7 +67,7 @@ prefixed = random_text.map(lambda s: "pipeline p\n" + s)
 
 
 def check_outcome(text: str) -> None:
-    lines = text.count("\n") + 1
+    lines = len(source_lines(text))  # LF, CRLF and CR all end a line
     try:
         result = parse_flow(text, "m.flow")
     except FlowError as error:

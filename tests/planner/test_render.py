@@ -111,7 +111,7 @@ Sub-topology 3: agent w.branch.rest.by_account_id.repartition (3 partitions, con
   Source: w.branch.rest.by_account_id.repartition (topic: app-w.branch.rest.by_account_id-repartition, \
 3 partitions)
     --> w.branch.rest.by_account_id.hopping_10m_1m
-  Window: w.branch.rest.by_account_id.hopping_10m_1m [hopping 10m, every 1m, message time, grace 5s, expires 1h]
+  Window: w.branch.rest.by_account_id.hopping_10m_1m [hopping 10m, every 1m, event time (record timestamp), grace 5s, expires 1h]
     <-- w.branch.rest.by_account_id.repartition
     --> hops
   Aggregate: hops [total: sum(amount); emit changes]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dataflow import Flow, Record, agg, col, hopping, lit, tumbling
+from dataflow import Flow, Record, agg, col, hopping, lit, session, tumbling
 from dataflow.builder import Col, Stream, Table
 from dataflow.ir import expr as ir
 from dataflow.ir import nodes as n
@@ -153,12 +153,15 @@ def test_event_time_fields_must_exist_and_hold_time():
     s.window(tumbling("1m", on="account_id")).count(name="n")  # @window-ts
     flow.source("d", value=Withdrawal, timestamp="amount").to("z")  # @ts-float
     s.window(tumbling("1m", on="amount"), name="w2").count(name="m")  # @window-float
-    declare = "declare it timestamp (epoch ms), timestamp(s) or an int of epoch ms"
+    def text(field: str) -> str:
+        return (f"if it holds ISO-8601 text, declare the field '{field}' timestamp (ISO-8601 text is read in every "
+                f"unit), or set the time in a stage: `event_time parse_time({field})` (builder: "
+                f"`.event_time(fn.parse_time(col(\"{field}\")))`)")
     seconds = "if it holds epoch seconds (e.g. 1700000000.123), declare the field timestamp(s)"
     assert found(flow) == [
-        ("the event-time field 'country' must be a timestamp, got str", declare, at("ts-type")),
+        ("the event-time field 'country' must be a timestamp, got str", text("country"), at("ts-type")),
         ("unknown field 'tz' in Withdrawal", "fields are: account_id, amount, country, ts", at("ts-missing")),
-        ("the event-time field 'account_id' must be a timestamp, got str", declare, at("window-ts")),
+        ("the event-time field 'account_id' must be a timestamp, got str", text("account_id"), at("window-ts")),
         ("the event-time field 'amount' is a float; event time must be a timestamp or an int of epoch ms",
          seconds, at("ts-float")),
         ("the event-time field 'amount' is a float; event time must be a timestamp or an int of epoch ms",
@@ -274,7 +277,7 @@ def test_duplicate_name_for_two_stateful_steps_is_a_builder_error():
     with pytest.raises(ValueError) as e:
         s.group_by("account_id").count(name="c2")  # @dup-builder
     assert str(e.value) == (f"{at('dup-builder')}: this step would be named 'w.by_account_id' like an earlier one; "
-                            "its topic or store name derives from it, so give it a name: name=\"...\"")
+                            "its topic or store name derives from it, so give it a name: .group_by(..., name=\"...\")")
 
 
 def test_window_without_aggregation():
@@ -299,10 +302,14 @@ def test_window_parameters():
     s.window(tumbling(0)).count(name="a")  # @size-zero
     s.window(hopping("1m", 0)).count(name="b")  # @step-zero
     s.window(tumbling("1m", grace="30s", expires="1m")).count(name="c")  # @expires
+    s.window(session(0)).count(name="d")  # @gap-zero
+    s.window(session("1m", grace="30s", expires="1m")).count(name="e")  # @session-expires
     assert found(flow) == [
         ("a window needs a size above zero", "", at("size-zero")),
         ("a hopping window needs a step above zero", "", at("step-zero")),
         ("a window cannot expire before it closes (expires < size + grace)", "", at("expires")),
+        ("a session window needs a gap above zero", "", at("gap-zero")),
+        ("a window cannot expire before it closes (expires < gap + grace)", "", at("session-expires")),
     ]
 
 

@@ -41,6 +41,9 @@ def good() -> dict[str, Any]:
     ({"id": 1.5}, ("error", "field 'id': expected an int, got a number")),
     ({"amount": "3"}, ("error", "field 'amount': expected a number, got text")),
     ({"ts": "soon"}, ("error", "field 'ts': expected a timestamp (epoch ms or ISO-8601 text), got 'soon'")),
+    ({"ts": "1700000000"}, ("error", "field 'ts': expected a timestamp (epoch ms or ISO-8601 text), got '1700000000', "
+                                     "a number written as text: it looks like epoch seconds; a timestamp(s) field "
+                                     "reads it written as a JSON number (no quotes), or convert it: to_int(...) * 1000")),
     ({"user": None}, ("error", "missing field 'user'")),
     ({"extra": None}, ("ok", None)),
     ({"tags": ["a", 3]}, ("error", "field 'tags': expected str, got an int")),

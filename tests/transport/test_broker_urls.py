@@ -77,7 +77,8 @@ def test_unknown_kafka_option_message_redacts_secret_options():
 def test_the_broker_setting_refuses_credentials_from_python():
     with pytest.raises(ValueError) as e:
         Flow("p", broker=URL)
-    assert str(e.value) == REFUSED[len("error: "):].replace("a kafka url", "the broker setting").rstrip("\n")
+    refused = REFUSED[len("error: "):].replace("a kafka url", "the broker setting").rstrip("\n")
+    assert str(e.value) == f"tests/transport/test_broker_urls.py:79: {refused}"  # where the Flow was made
 
 
 # ------------------------------------------------------------------------ the command line

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+import os
 import struct
 from pathlib import Path
 
@@ -70,10 +71,10 @@ async def test_a_second_open_of_a_locked_log_fails_clearly(tmp_path: Path) -> No
     intruder = LocalTransport(tmp_path, open_attempts=3, open_backoff=0.001)
     with pytest.raises(LogLockedError) as info:
         await intruder.start()
+    # The holder is named: it wrote its PID beside the LOCK when it opened the log.
     assert str(info.value) == (
-        f"local log {tmp_path / 'log'} is locked after 3 attempts; "
-        "another `dataflow run` is probably using this data directory; "
-        "hint: stop it, or pass a different --data-dir"
+        f"local log {tmp_path / 'log'} is in use by process {os.getpid()} (this process); "
+        "hint: stop it, or pass a different --data-dir (one process per data directory)"
     )
     await holder.stop()
     await intruder.start()  # the lock is free now
