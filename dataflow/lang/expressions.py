@@ -49,27 +49,26 @@ def _token_loc(token: Token, file: str) -> SourceLocation:
     return SourceLocation(file, token.line or 1, token.column or 1, token.end_line, token.end_column)
 
 
-def whole_number(token: Token, file: str) -> int:
-    """The value of an INT token; a LangError at the token when it does not fit in 64 bits."""
-    problem = int_literal_problem(token.value)
+def _refuse(problem: str | None, token: Token, file: str) -> None:
     if problem:
         raise LangError(problem, _token_loc(token, file))
+
+
+def whole_number(token: Token, file: str) -> int:
+    """The value of an INT token; a LangError at the token when it does not fit in 64 bits."""
+    _refuse(int_literal_problem(token.value), token, file)
     return int(token.value)
 
 
 def decimal_number(token: Token, file: str) -> float:
     """The value of a FLOAT token; a LangError at the token when no 64-bit float holds it."""
-    problem = float_literal_problem(token.value)
-    if problem:
-        raise LangError(problem, _token_loc(token, file))
+    _refuse(float_literal_problem(token.value), token, file)
     return float(token.value)
 
 
 def duration_ms(token: Token, file: str) -> int:
     """The milliseconds of a DURATION token such as `30s`; a LangError at the token when too long."""
-    problem = duration_digits_problem(token.value)
-    if problem:
-        raise LangError(problem, _token_loc(token, file))
+    _refuse(duration_digits_problem(token.value), token, file)
     return parse_duration(token.value)
 
 

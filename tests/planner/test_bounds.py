@@ -5,7 +5,6 @@ are the same bounds for pipelines built in Python.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +13,9 @@ from dataflow.ir.bounds import MAX_DURATION_MS, MAX_PARTITIONS, setting_problem
 from dataflow.lang import FlowError, parse_flow
 from dataflow.planner import check
 
-HERE = Path(__file__).resolve().relative_to(Path(__file__).resolve().parents[2]).as_posix()
-_LINES = Path(__file__).read_text().splitlines()
+from tests.source_markers import marker_locator
 
-
-def at(marker: str) -> str:
-    """`file:line` of the line in this file that ends with `# @marker`."""
-    hits = [i for i, text in enumerate(_LINES, 1) if text.rstrip().endswith(f"# @{marker}")]
-    assert len(hits) == 1, marker
-    return f"{HERE}:{hits[0]}"
+at = marker_locator(__file__)
 
 
 def found(flow: Flow) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -20,15 +19,9 @@ from dataflow.ir.topology import Edge, Topology
 from dataflow.ir.schema import infer_schemas
 from dataflow.planner import check, plan, validate
 
-HERE = Path(__file__).resolve().relative_to(Path(__file__).resolve().parents[2]).as_posix()
-_LINES = Path(__file__).read_text().splitlines()
+from tests.source_markers import marker_locator
 
-
-def at(marker: str) -> str:
-    """`file:line` of the line in this file that ends with `# @marker`."""
-    hits = [i for i, text in enumerate(_LINES, 1) if text.rstrip().endswith(f"# @{marker}")]
-    assert len(hits) == 1, marker
-    return f"{HERE}:{hits[0]}"
+at = marker_locator(__file__)
 
 
 def found(flow: Flow) -> list[tuple[str, str, str]]:
