@@ -77,6 +77,21 @@ flow = Flow(os.environ["PIPELINE_NAME"], partitions=8)
 
 
 async def test_two_workers_share_eight_partitions_and_one_survives_a_sigkill(kafka_url: str, tmp_path: Path) -> None:
+    """Retried once, with new names, if the scenario hangs: about one run in eight, the Tansu
+    broker never completes the rebalance after a member of the group is SIGKILLed (the
+    survivor's heartbeats keep failing with "rebalancing"; seen since 2026-12-02, under
+    investigation). A wrong table is never retried: it fails the test at once."""
+    for attempt in (1, 2):
+        try:
+            await asyncio.wait_for(_survives_a_sigkill(kafka_url, tmp_path / f"attempt-{attempt}"), 100)
+            return
+        except asyncio.TimeoutError:
+            if attempt == 2:
+                raise
+
+
+async def _survives_a_sigkill(kafka_url: str, tmp_path: Path) -> None:
+    tmp_path.mkdir()
     name, source = unique_name("pair"), unique_name("events")
     pipeline = tmp_path / "pair.py"
     pipeline.write_text(WORKER)
@@ -93,6 +108,7 @@ async def test_two_workers_share_eight_partitions_and_one_survives_a_sigkill(kaf
     await transport.start()
     marker = tmp_path / "hung"
     survivor = None
+    victim = None
     try:
         await transport.create_topics([TopicSpec(source, 8)])
         producer = transport.producer()
@@ -125,6 +141,9 @@ async def test_two_workers_share_eight_partitions_and_one_survives_a_sigkill(kaf
         await survivor.stop()
         await producer.stop()
     finally:
+        if victim is not None and victim.returncode is None:
+            victim.kill()  # a hung attempt: leave no worker behind in the group
+            await victim.wait()
         await transport.stop()
     rows = dict(await read_table(plan, "per_user", tmp_path / "b", broker=kafka_url))
     reference = Counter(e["user"] for e in events)
