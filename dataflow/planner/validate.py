@@ -354,7 +354,7 @@ def _agents(topology: Topology, imports: ImportPolicy) -> list[Diagnostic]:
     Loading an agent imports its module: with `_imports`, the rules that run user code, as
     planning a Python pipeline does; ``imports`` says which modules they may import.
     """
-    from ..loader import PipelineNotFound, agents_in, load_agent
+    from ..ir.objects import PipelineNotFound, agents_in, load_agent
 
     out = []
     for node in topology.nodes():

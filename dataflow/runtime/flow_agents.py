@@ -105,7 +105,7 @@ def resolve_agent(node: n.CallAgent | n.Sink) -> Any:
     names (found as at plan time: from the working directory or the pipeline's directory)."""
     if node.agent is not None:
         return node.agent
-    from ..loader import PipelineNotFound, load_agent  # the loader is needed only for agents
+    from ..ir.objects import PipelineNotFound, load_agent
 
     try:
         return load_agent(node.target, near=node.loc.file)
