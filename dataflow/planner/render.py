@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +23,6 @@ LABELS = {
     "changes": "Changes", "join": "Join", "sink": "Sink", "fused": "Fused", "call_agent": "CallAgent",
     "event_time": "EventTime",
 }
-
-
-class SvgUnavailable(RuntimeError):
-    """Graphviz's `dot` program is not installed."""
 
 
 def describe_node(node: n.Node) -> dict[str, Any]:
@@ -318,83 +312,6 @@ def _detail(node: dict[str, Any], topics: dict[str, Any]) -> str:
     return ""
 
 
-# --------------------------------------------------------------------------- dot / svg
-
-
-def to_dot(plan: ExecutionPlan) -> str:
-    """Graphviz source: one cluster per sub-topology, topics as ellipses."""
-    model = describe(plan, locations=False)
-    out = [f'digraph "{plan.name}" {{', "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10];']
-    for agent in model["agents"]:
-        out.append(f'  subgraph "cluster_{agent["index"]}" {{')
-        out.append(f'    label="Sub-topology {agent["index"]}: {_esc(agent["name"])}";')
-        for node in agent["nodes"]:
-            label = f"{LABELS.get(node['kind'], node['kind'])}\\n{_esc(node['name'])}"
-            detail = _detail(node, {t["name"]: t for t in model["topics"]})
-            if detail:
-                label += f"\\n{_esc(detail)[:80]}"
-            out.append(f'    "{_esc(node["name"])}" [shape=box, label="{label}"];')
-        out.append("  }")
-    for topic in model["topics"]:
-        shape = "cylinder" if topic["internal"] else "ellipse"
-        out.append(f'  "topic:{_esc(topic["name"])}" [shape={shape}, label="{_esc(topic["name"])}"];')
-    topo = plan.topology
-    for edge, target in topo.edges():
-        if isinstance(topo.node(edge.source), (n.Repartition, n.Through)):
-            topic = topo.node(edge.source).topic  # type: ignore[attr-defined]
-            out.append(f'  "topic:{_esc(topic)}" -> "{_esc(target)}";')
-            continue
-        attrs = [f'label="{_esc(edge.port or edge.side)}"'] if (edge.port or edge.side) else []
-        out.append(f'  "{_esc(edge.source)}" -> "{_esc(target)}"' + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
-    for name in topo.order():
-        node = topo.node(name)
-        for topic in _reads(node):
-            out.append(f'  "topic:{_esc(topic)}" -> "{_esc(name)}";')
-        for topic in _writes(node):
-            out.append(f'  "{_esc(name)}" -> "topic:{_esc(topic)}";')
-    for agent in sorted({_agent_of(node)[0] for node in topo.nodes()} - {""}):
-        out.append(f'  "agent:{_esc(agent)}" [shape=component, label="agent\\n{_esc(agent)}"];')
-    for name in topo.order():
-        agent, asked = _agent_of(topo.node(name))
-        if agent:  # an ask is answered: draw it both ways
-            out.append(f'  "{_esc(name)}" -> "agent:{_esc(agent)}"' + (" [dir=both];" if asked else ";"))
-    out.append("}")
-    return "\n".join(out) + "\n"
-
-
-def _agent_of(node: n.Node) -> tuple[str, bool]:
-    """(the agent a step calls or sends to, whether it asks), or ("", False)."""
-    for step in node.steps if isinstance(node, n.Fused) else (node,):
-        if isinstance(step, n.CallAgent):
-            return step.target, True
-        if isinstance(step, n.Sink) and step.sink == "agent":
-            return step.target, False
-    return "", False
-
-
-def _reads(node: n.Node) -> list[str]:
-    return [node.topic] if isinstance(node, (n.Source, n.TableSource)) else []
-
-
-def _writes(node: n.Node) -> list[str]:
-    from .split_subtopologies import written_topics
-    return written_topics(node)
-
-
-def _esc(text: Any) -> str:
-    return str(text).replace("\\", "\\\\").replace('"', '\\"')
-
-
-def to_svg(plan: ExecutionPlan) -> str:
-    """Render with Graphviz's `dot`; `SvgUnavailable` when it is not installed."""
-    dot = shutil.which("dot")
-    if dot is None:
-        raise SvgUnavailable("svg output needs Graphviz's `dot` program: install the graphviz package "
-                             "(apt-get install graphviz, brew install graphviz), or use --format dot")
-    result = subprocess.run([dot, "-Tsvg"], input=to_dot(plan).encode(), capture_output=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"dot failed: {result.stderr.decode(errors='replace').strip()}")
-    return result.stdout.decode()
-
+from .render_dot import SvgUnavailable, to_dot, to_svg  # noqa: E402,F401 - the graph forms build on the model above
 
 FORMATS = {"text": to_text, "json": to_json, "dot": to_dot, "svg": to_svg}

@@ -250,7 +250,7 @@ def test_the_plan_shows_the_condition_in_text_json_and_dot() -> None:
     assert {k: node[k] for k in ("how", "within", "condition")} == {
         "how": "inner", "within": "10m", "condition": "imp_id == impressions_imp_id"}
     assert [line for line in to_dot(p).splitlines() if '"j" [' in line] == [
-        '    "j" [shape=box, label="Join\\nj\\ninner, within 10m, condition: imp_id == impressions_imp_id"];']
+        '    "j" [shape=box, label="Join\\nj\\ninner, within 10m, condition: imp_id ==\\nimpressions_imp_id"];']
     # a join without a condition prints as it always did
     plain = plan(builder(on="ad_id", right_on="ad_id").topology())
     [node] = [x for a in describe(plain, locations=False)["agents"] for x in a["nodes"] if x["kind"] == "join"]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -154,7 +156,7 @@ def test_json_is_sorted_and_complete():
 
 def test_dot_has_a_cluster_per_agent_and_topics_as_nodes():
     dot = to_dot(plan(stream_table_join().topology()))
-    assert dot.startswith('digraph "app" {\n  rankdir=LR;\n')
+    assert dot.startswith('digraph "app" {\n  rankdir=TB;\n')
     assert dot.count("subgraph \"cluster_") == 2
     assert '"topic:app-enriched.left-repartition" [shape=cylinder' in dot
     assert '"topic:orders" [shape=ellipse' in dot
@@ -191,3 +193,66 @@ def test_agents_in_text_json_and_dot():
     assert '"agent:storefront.pricing:quote" [shape=component, label="agent\\nstorefront.pricing:quote"];' in dot
     assert '"priced" -> "agent:storefront.pricing:quote" [dir=both];' in dot  # asked: the reply comes back
     assert '"priced.to_agent_audit" -> "agent:storefront.pricing:audit";' in dot
+
+
+# --------------------------------------------------------------------------- the drawn graph
+
+
+EXAMPLE_FLOWS = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.flow"))
+
+
+def _dot_ids(dot: str) -> tuple[set[str], set[str]]:
+    """(every node declared, every node that an edge touches) in DOT text."""
+    declared = set(re.findall(r'^\s+"([^"]+)" \[(?:shape|label)', dot, re.M))
+    connected = set()
+    for a, b in re.findall(r'^\s+"([^"]+)" -> "([^"]+)"', dot, re.M):
+        connected |= {a, b}
+    return declared, connected
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FLOWS, ids=lambda p: p.stem)
+def test_every_topic_and_store_of_an_example_is_connected(path, monkeypatch):
+    from dataflow.loader import load_pipeline
+    monkeypatch.chdir(path.parents[1])
+    p = plan(load_pipeline(str(path.relative_to(path.parents[1]))).topology())
+    dot = to_dot(p)
+    declared, connected = _dot_ids(dot)
+    assert {f"topic:{t.name}" for t in p.topics if t.role != "changelog"} | {f"store:{s.name}" for s in p.stores} \
+        <= declared
+    assert declared - connected == set()
+    for store in p.stores:  # a changelog is drawn inside its store
+        [line] = [x for x in dot.splitlines() if x.strip().startswith(f'"store:{store.name}" [')]
+        assert store.changelog.replace("-", "") in line.replace("\\n", "").replace("-", "")
+
+
+def test_stores_hang_off_their_step_and_lead_to_their_changelog():
+    flow = Flow("app")
+    flow.source("words", key=str, value=W).group_by(col("account_id"), name="by_account").count(name="counts") \
+        .changes().to("out")
+    dot = to_dot(plan(flow.topology()))
+    assert '    "store:counts" [shape=folder, label="store\\ncounts\\naggregate, key str\\nchangelog:\\napp-counts-changelog"];' \
+        in dot
+    assert '  "counts" -> "store:counts" [style=dashed, arrowhead=none];' in dot
+    assert dot.count('-> "topic:app-dead-letters" [ltail="cluster_') == 2  # one per sub-topology
+
+
+def test_long_details_wrap_and_a_cut_shows_an_ellipsis():
+    flow = Flow("app")
+    long_name = "x" * 90
+    flow.source("words", key=str, value=W).filter(col("account_id") == long_name, name="f").to("out")
+    dot = to_dot(plan(flow.topology()))
+    [line] = [x for x in dot.splitlines() if x.startswith('    "f" [') or '"words..f"' in x and "label" in x]
+    label = line.split('label="', 1)[1].rsplit('"]', 1)[0]
+    assert all(len(part) <= 62 for part in label.split("\\n"))
+    assert "…" in label and long_name not in label
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FLOWS, ids=lambda p: p.stem)
+def test_an_examples_svg_is_narrow_enough_to_read_at_screen_width(path, monkeypatch):
+    """The fraud example used to be drawn 2,915 pt wide and 228 pt high: unreadable at screen width."""
+    from dataflow.loader import load_pipeline
+    from dataflow.planner.render import to_svg
+    monkeypatch.chdir(path.parents[1])
+    svg = to_svg(plan(load_pipeline(str(path.relative_to(path.parents[1]))).topology()))
+    width = int(re.search(r'<svg width="(\d+)pt"', svg).group(1))
+    assert width <= 1200  # 1,600 px: it fits a 1,920 px screen at full size

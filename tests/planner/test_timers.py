@@ -112,7 +112,7 @@ def test_json_plan_of_a_timer() -> None:
 
 def test_dot_plan_of_a_timer() -> None:
     dot = to_dot(plan(heartbeat_flow().topology()))
-    assert '"heartbeat" [shape=box, label="Timer\\nheartbeat\\nevery 10s, emit { service: \\"fraud\\", at: now() }"];' \
+    assert '"heartbeat" [shape=box, label="Timer\\nheartbeat\\nevery 10s, emit { service: \\"fraud\\", at:\\nnow() }"];' \
         in dot
     assert '"heartbeat" -> "heartbeat.to_heartbeats";' in dot
     assert '"heartbeat.to_heartbeats" -> "topic:heartbeats";' in dot
