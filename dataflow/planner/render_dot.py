@@ -36,6 +36,7 @@ def to_dot(plan: ExecutionPlan) -> str:
     from .render import LABELS, _detail, describe  # the one model every printed form shares
     model = describe(plan, locations=False)
     topics = {t["name"]: t for t in model["topics"]}
+    stores = {s["name"]: s for s in model["stores"]}
     dead_letters = [t["name"] for t in model["topics"] if t["role"] == "dead-letter"]
     out = [f'digraph "{_esc(plan.name)}" {{', "  rankdir=TB;", "  compound=true;",
            '  graph [fontname="Helvetica", fontsize=11, nodesep=0.3, ranksep=0.35];',
@@ -46,12 +47,11 @@ def to_dot(plan: ExecutionPlan) -> str:
         for node in agent["nodes"]:
             lines = [LABELS.get(node["kind"], node["kind"]), node["name"], *_wrap(_detail(node, topics))]
             out.append(f'    "{_esc(node["name"])}" [shape=box, label="{_label(lines)}"];')
-        for store in model["stores"]:
-            if store["name"] in agent["stores"]:
-                lines = ["store", store["name"], f"{store['kind']}, key {_type_text(store['key'])}"]
-                if store["changelog"]:  # drawn in the store: a changelog is the store's own backup
-                    lines += ["changelog:", *_wrap(store["changelog"])]
-                out.append(f'    "store:{_esc(store["name"])}" [shape=folder, label="{_label(lines)}"];')
+        for store in (stores[name] for name in agent["stores"]):
+            lines = ["store", store["name"], f"{store['kind']}, key {_type_text(store['key'])}"]
+            if store["changelog"]:  # drawn in the store: a changelog is the store's own backup
+                lines += ["changelog:", *_wrap(store["changelog"])]
+            out.append(f'    "store:{_esc(store["name"])}" [shape=folder, label="{_label(lines)}"];')
         out.append("  }")
     for topic in model["topics"]:
         if topic["role"] == "changelog":
@@ -102,8 +102,9 @@ def to_svg(plan: ExecutionPlan) -> str:
 
 
 def _wrap(text: str, width: int = LINE_WIDTH) -> list[str]:
-    """``text`` in lines of about ``width`` characters, broken after `;`, `,` or a space;
-    a word longer than LONGEST_WORD is cut, and the cut is shown with an ellipsis.
+    """``text`` in lines of about ``width`` characters: each `; `-separated clause starts a
+    line and is broken at spaces; a word longer than LONGEST_WORD is cut, and the cut is
+    shown with an ellipsis.
 
     >>> _wrap("filter amount > 1000; group_by key: account_id", 16)
     ['filter amount >', '1000;', 'group_by key:', 'account_id']

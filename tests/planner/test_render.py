@@ -201,6 +201,13 @@ def test_agents_in_text_json_and_dot():
 EXAMPLE_FLOWS = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.flow"))
 
 
+def example_plan(path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An example's plan, loaded from the project root as `dataflow plan examples/X.flow` does."""
+    from dataflow.loader import load_pipeline
+    monkeypatch.chdir(path.parents[1])
+    return plan(load_pipeline(str(path.relative_to(path.parents[1]))).topology())
+
+
 def _dot_ids(dot: str) -> tuple[set[str], set[str]]:
     """(every node declared, every node that an edge touches) in DOT text."""
     declared = set(re.findall(r'^\s+"([^"]+)" \[(?:shape|label)', dot, re.M))
@@ -212,9 +219,7 @@ def _dot_ids(dot: str) -> tuple[set[str], set[str]]:
 
 @pytest.mark.parametrize("path", EXAMPLE_FLOWS, ids=lambda p: p.stem)
 def test_every_topic_and_store_of_an_example_is_connected(path, monkeypatch):
-    from dataflow.loader import load_pipeline
-    monkeypatch.chdir(path.parents[1])
-    p = plan(load_pipeline(str(path.relative_to(path.parents[1]))).topology())
+    p = example_plan(path, monkeypatch)
     dot = to_dot(p)
     declared, connected = _dot_ids(dot)
     assert {f"topic:{t.name}" for t in p.topics if t.role != "changelog"} | {f"store:{s.name}" for s in p.stores} \
@@ -225,7 +230,7 @@ def test_every_topic_and_store_of_an_example_is_connected(path, monkeypatch):
         assert store.changelog.replace("-", "") in line.replace("\\n", "").replace("-", "")
 
 
-def test_stores_hang_off_their_step_and_lead_to_their_changelog():
+def test_stores_hang_off_their_step_and_name_their_changelog():
     flow = Flow("app")
     flow.source("words", key=str, value=W).group_by(col("account_id"), name="by_account").count(name="counts") \
         .changes().to("out")
@@ -250,9 +255,7 @@ def test_long_details_wrap_and_a_cut_shows_an_ellipsis():
 @pytest.mark.parametrize("path", EXAMPLE_FLOWS, ids=lambda p: p.stem)
 def test_an_examples_svg_is_narrow_enough_to_read_at_screen_width(path, monkeypatch):
     """The fraud example used to be drawn 2,915 pt wide and 228 pt high: unreadable at screen width."""
-    from dataflow.loader import load_pipeline
     from dataflow.planner.render import to_svg
-    monkeypatch.chdir(path.parents[1])
-    svg = to_svg(plan(load_pipeline(str(path.relative_to(path.parents[1]))).topology()))
+    svg = to_svg(example_plan(path, monkeypatch))
     width = int(re.search(r'<svg width="(\d+)pt"', svg).group(1))
     assert width <= 1200  # 1,600 px: it fits a 1,920 px screen at full size
